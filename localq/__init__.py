@@ -1,0 +1,3 @@
+"""localq: a desktop manager for local language models."""
+
+__version__ = "0.1.0"

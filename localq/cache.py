@@ -1,0 +1,108 @@
+"""Cache upkeep shared by the CLI and the app: list, remove, verify, prune.
+
+``verify`` re-hashes each variant's blobs against the sha256 the index
+recorded. ``prune`` finds blobs no variant uses, temp files a killed process
+left, and partial downloads untouched for a week; it reports what it would free
+before anything is deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localq.paths import get_paths
+from localq.store import blobs
+from localq.store.index import Variant, find, list_variants, referenced_blobs, remove_variant, resolve
+
+STALE_PARTIAL_S = 7 * 24 * 3600
+
+
+@dataclass
+class VerifyResult:
+    variant: Variant
+    bad_files: list[str] = field(default_factory=list)  # "relpath: what is wrong"
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad_files
+
+
+def verify(db, ref: str | None = None, on_progress=None) -> list[VerifyResult]:
+    """Re-hash the blobs of one variant (``ref``) or of all; report missing or changed files."""
+    variants = [resolve(db, ref)] if ref else list_variants(db)
+    results = []
+    for variant in variants:
+        result = VerifyResult(variant)
+        for f in variant.files:
+            path = blobs.blob_path(f.sha256)
+            if not path.is_file():
+                result.bad_files.append(f"{f.relpath}: blob {path.name} is missing")
+                continue
+            actual = blobs.sha256_file(path, on_progress)
+            if actual != f.sha256:
+                result.bad_files.append(f"{f.relpath}: sha256 is {actual[:12]}..., expected {f.sha256[:12]}...")
+        results.append(result)
+    return results
+
+
+def remove(db, ref: str) -> tuple[list[Variant], int]:
+    """Remove the variants a reference names (all quants of a model if it names none); return them and bytes freed."""
+    variants = find(db, ref)
+    if not variants:
+        resolve(db, ref)  # raises the not-installed error with its hint
+    freed = sum(remove_variant(db, v.id) for v in variants)
+    return variants, freed
+
+
+@dataclass
+class PrunePlan:
+    orphan_blobs: dict[str, int] = field(default_factory=dict)  # sha256 -> size
+    stale_files: list[Path] = field(default_factory=list)      # temp files and old partials
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.orphan_blobs.values()) + sum(p.stat().st_size for p in self.stale_files if p.exists())
+
+    @property
+    def empty(self) -> bool:
+        return not self.orphan_blobs and not self.stale_files
+
+
+def plan_prune(db, now: float | None = None) -> PrunePlan:
+    """What ``prune`` would delete. Partials newer than a week are kept: a pull may resume them."""
+    now = time.time() if now is None else now
+    used = referenced_blobs(db)
+    plan = PrunePlan({sha: size for sha, size in blobs.list_blobs().items() if sha not in used})
+    plan.stale_files.extend(blobs.stale_temp_files())
+    partials = get_paths().partials
+    if partials.is_dir():
+        plan.stale_files.extend(
+            p for p in partials.rglob("*") if p.is_file() and now - p.stat().st_mtime > STALE_PARTIAL_S
+        )
+    return plan
+
+
+def prune(db, plan: PrunePlan) -> int:
+    """Delete what ``plan`` lists, re-checking that no blob became used since; return bytes freed."""
+    used = referenced_blobs(db)
+    freed = sum(blobs.remove(sha) for sha in plan.orphan_blobs if sha not in used)
+    for path in plan.stale_files:
+        try:
+            freed += path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    return freed
+
+
+def human_size(n: int | float | None) -> str:
+    """Bytes as a short human string: 98.4 MB, 4.9 GB."""
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

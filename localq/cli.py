@@ -1,0 +1,404 @@
+"""The ``localq`` command line.
+
+Commands are thin: each parses its options, imports the service it needs inside
+the function (so ``localq --help`` stays fast) and prints the result. A
+``LocalqError`` becomes one line on stderr and exit code 1; ``--debug`` shows
+the traceback instead. Every listing takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from localq import __version__
+from localq.errors import LocalqError
+
+
+class LocalqGroup(click.Group):
+    """A click group that turns LocalqError into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LocalqError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc.one_line()}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def confirm(question: str) -> bool:
+    """Ask yes/no; no answer (closed stdin, Ctrl-C, Ctrl-D) means no."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        click.echo()
+        return False
+
+
+def print_json(data) -> None:
+    """Print ``data`` as indented JSON on stdout."""
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(cls=LocalqGroup, invoke_without_command=True)
+@click.version_option(__version__, prog_name="localq")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """localq: run local language models, with the quant that fits your machine.
+
+    With no command, opens the terminal app.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    if ctx.invoked_subcommand is None:
+        import importlib.util
+
+        if importlib.util.find_spec("localq.tui.app") is None:
+            # The terminal app lands with its own issue; until then, show the commands.
+            click.echo(ctx.get_help())
+            return
+        from localq.tui.app import run_app
+
+        run_app()
+
+
+# --- foundation: cache and index commands ------------------------------------
+
+
+def open_db():
+    """The index, with the starter model indexed when its wheel is installed."""
+    from localq.starter import ensure_starter
+    from localq.store.db import open_index
+
+    db = open_index()
+    ensure_starter(db)
+    return db
+
+
+def variant_row(v) -> dict:
+    """The fields ``ls`` shows, as a JSON-ready dict."""
+    from localq.backends import DEFAULT_BACKEND_FOR_FORMAT
+
+    return {
+        "ref": v.ref, "model": v.model, "quant": v.quant, "format": v.format, "size": v.size,
+        "backend": DEFAULT_BACKEND_FOR_FORMAT.get(v.format, "?"), "last_used": v.last_used,
+        "created": v.created, "path": str(v.main_path),
+    }
+
+
+@cli.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ls_command(as_json: bool) -> None:
+    """List installed models."""
+    from localq.cache import human_size
+    from localq.store.index import list_variants
+
+    rows = [variant_row(v) for v in list_variants(open_db())]
+    if as_json:
+        return print_json(rows)
+    if not rows:
+        click.echo("No models installed. Try `localq pull smollm2:135m` or `localq import FILE.gguf`.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for col in ("MODEL", "QUANT", "FORMAT", "SIZE", "BACKEND", "LAST USED"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["ref"], r["quant"], r["format"], human_size(r["size"]), r["backend"], r["last_used"] or "never")
+    Console().print(table)
+
+
+@cli.command("rm")
+@click.argument("ref")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def rm_command(ref: str, yes: bool) -> None:
+    """Remove a model (all its quants, unless REF names one) and free its unshared files."""
+    from localq import cache
+    from localq.store.index import find, resolve
+
+    db = open_db()
+    variants = find(db, ref) or [resolve(db, ref)]
+    names = ", ".join(v.ref for v in variants)
+    size = cache.human_size(sum(v.size for v in variants))
+    if not yes and not confirm(f"Remove {names} ({size})?"):
+        click.echo("Nothing removed.")
+        return
+    removed, freed = cache.remove(db, ref)
+    click.echo(f"Removed {', '.join(v.ref for v in removed)}; freed {cache.human_size(freed)}.")
+
+
+@cli.command("verify")
+@click.argument("ref", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def verify_command(ref: str | None, as_json: bool) -> None:
+    """Re-hash installed files against their recorded sha256."""
+    from localq import cache
+
+    results = cache.verify(open_db(), ref)
+    if as_json:
+        print_json([{"ref": r.variant.ref, "ok": r.ok, "problems": r.bad_files} for r in results])
+    else:
+        for r in results:
+            click.echo(f"{'ok' if r.ok else 'CORRUPT'}  {r.variant.ref}")
+            for problem in r.bad_files:
+                click.echo(f"    {problem}")
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise click.exceptions.Exit(1) if as_json else LocalqError(
+            f"{len(bad)} model(s) failed verification",
+            "remove them with `localq rm REF` and pull or import them again",
+        )
+
+
+@cli.command("prune")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be freed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON of what would be (or was) freed.")
+def prune_command(yes: bool, dry_run: bool, as_json: bool) -> None:
+    """Delete blobs no model uses and stale partial downloads."""
+    from localq import cache
+
+    db = open_db()
+    plan = cache.plan_prune(db)
+    summary = {
+        "orphan_blobs": sorted(plan.orphan_blobs), "stale_files": [str(p) for p in plan.stale_files],
+        "bytes": plan.bytes, "removed": False,
+    }
+    if plan.empty:
+        return print_json(summary) if as_json else click.echo("Nothing to prune.")
+    if not as_json:
+        for sha, size in sorted(plan.orphan_blobs.items()):
+            click.echo(f"orphan blob sha256-{sha[:12]}...  {cache.human_size(size)}")
+        for path in plan.stale_files:
+            click.echo(f"stale file {path}")
+    if dry_run or (not yes and not confirm(f"Free {cache.human_size(plan.bytes)}?")):
+        return print_json(summary) if as_json else click.echo("Nothing removed.")
+    summary["bytes"] = cache.prune(db, plan)
+    summary["removed"] = True
+    print_json(summary) if as_json else click.echo(f"Freed {cache.human_size(summary['bytes'])}.")
+
+
+@cli.command("import")
+@click.argument("file", required=False, type=click.Path(path_type=str))
+@click.option("--name", help="Model name to index it under (default: from the file name).")
+@click.option("--from", "tool", type=click.Choice(["ollama", "hf-cache", "lmstudio"]), help="Index the GGUF models another tool holds.")
+@click.option("--path", "root", type=click.Path(path_type=str), help="With --from: where that tool keeps its models.")
+@click.option("--blobs", "from_blobs", is_flag=True, help="Re-index GGUF blobs already in localq's store.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def import_command(file, name, tool, root, from_blobs, as_json) -> None:
+    """Index a GGUF file, or the models Ollama, the HF cache or LM Studio hold (hardlinked, not copied)."""
+    from localq import importer
+
+    if sum(bool(x) for x in (file, tool, from_blobs)) != 1:
+        raise click.UsageError("give a FILE, or --from TOOL, or --blobs")
+    db = open_db()
+    problems: list[str] = []
+    if file:
+        variants = [importer.import_file(db, file, name)]
+    elif tool:
+        variants, problems = importer.import_from(db, tool, root)
+    else:
+        variants, problems = importer.import_blobs(db)
+    if as_json:
+        return print_json({"imported": [variant_row(v) for v in variants], "problems": problems})
+    for v in variants:
+        click.echo(f"imported {v.ref} ({v.format}, {v.size / 1e6:.1f} MB)")
+    for p in problems:
+        click.echo(f"skipped {p}", err=True)
+    if not variants and not problems:
+        click.echo("No GGUF models found.")
+
+# --- catalog ------------------------------------------------------------------
+
+
+def print_catalog(models, as_json: bool) -> None:
+    """Print catalog entries as a rich table, or as a JSON list of every field."""
+    if as_json:
+        from dataclasses import asdict
+
+        print_json([{"ref": m.ref, **asdict(m)} for m in models])
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from localq.catalog import format_context, format_parameters
+
+    table = Table(box=None, header_style="bold", caption="* the size a bare family name picks")
+    table.add_column("MODEL", no_wrap=True)
+    table.add_column("TITLE", overflow="fold")
+    table.add_column("PARAMS", justify="right", no_wrap=True)
+    table.add_column("CONTEXT", justify="right", no_wrap=True)
+    table.add_column("LICENSE", no_wrap=True)
+    for m in models:
+        ref = f"{m.ref} *" if m.default else m.ref
+        table.add_row(
+            ref, m.title, format_parameters(m.parameters), format_context(m.context_length), m.license
+        )
+    Console().print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print every field of every entry as JSON.")
+def catalog(as_json: bool) -> None:
+    """List the models localq knows by name (* marks a family's default size)."""
+    from localq.catalog import load_catalog
+
+    print_catalog(load_catalog(), as_json)
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--json", "as_json", is_flag=True, help="Print every field of every match as JSON.")
+@click.pass_context
+def search(ctx: click.Context, text: str, as_json: bool) -> None:
+    """List catalog models whose name, title, architecture or description contain TEXT.
+
+    Case-insensitive. Like grep, exits 1 when nothing matches (after saying so
+    on stderr; with --json it prints an empty list first), so scripts can test it.
+    """
+    from localq.catalog import search as search_catalog
+
+    found = search_catalog(text)
+    if found:
+        print_catalog(found, as_json)
+        return
+    if as_json:
+        print_json([])
+    click.echo(f"no models match {text!r} (run `localq catalog` to list them all)", err=True)
+    ctx.exit(1)
+
+# --- GGUF metadata ------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print every field as JSON.")
+def show(model: str, as_json: bool) -> None:
+    """Show a model's metadata: architecture, size, quant mix, context, template.
+
+    MODEL is an installed model (``smollm2:135m``) or the path of a .gguf file.
+    """
+    from localq.gguf_info import read_gguf_info
+    from localq.names import parse
+
+    ref = parse(model)
+    variant = None
+    if ref.kind == "path":
+        info = read_gguf_info(ref.path)
+    else:
+        from localq.store.index import resolve
+
+        variant = resolve(open_db(), ref)
+        info = read_gguf_info(variant.main_path)
+    if as_json:
+        data = info.to_dict()
+        if variant is not None:
+            data["installed"] = variant.to_dict()
+        print_json(data)
+    else:
+        if variant is not None:
+            click.echo(f"{variant.ref}  ({variant.format}, from {variant.source or variant.provenance.get('tool', '?')})")
+        print_gguf_info(info)
+
+
+def print_gguf_info(info) -> None:
+    """Print a ``GGUFInfo``: key facts, the quant mix as a table, the chat template's start."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    def size(n: int) -> str:
+        for unit in ("B", "KB", "MB", "GB"):
+            if n < 1000 or unit == "GB":
+                return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            n /= 1000
+        return ""
+
+    def count(n: int) -> str:
+        for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+            if n >= scale:
+                return f"{n / scale:.1f}{unit}"
+        return str(n)
+
+    def unknown(value) -> str:
+        return "?" if value is None else str(value)
+
+    console = Console(highlight=False)
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column(overflow="fold")
+    heads = f"{unknown(info.head_count)} (KV {unknown(info.head_count_kv)})"
+    rope = None
+    if info.rope_freq_base is not None:
+        rope = f"freq base {info.rope_freq_base:g}"
+        if info.rope_scaling_type:
+            rope += f", scaling {info.rope_scaling_type} x{info.rope_scaling_factor or 1:g}"
+    rows = [
+        ("file", str(info.path)),
+        ("size", f"{size(info.size_bytes)} (GGUF v{info.gguf_version})"),
+        ("name", info.name),
+        ("architecture", info.architecture),
+        ("parameters", f"{count(info.parameter_count)} ({info.parameter_count:,})"),
+        ("file type", f"{unknown(info.file_type)}, {info.bits_per_weight:.2f} bits per weight"),
+        ("context length", unknown(info.context_length)),
+        ("layers", unknown(info.block_count)),
+        ("embedding", unknown(info.embedding_length)),
+        ("feed forward", unknown(info.feed_forward_length)),
+        ("attention heads", heads),
+        ("experts", info.expert_count and f"{info.expert_count} ({info.expert_used_count} used)"),
+        ("vocabulary", unknown(info.vocab_size)),
+        ("rope", rope),
+        ("tokenizer", f"{unknown(info.tokenizer_model)} (BOS {unknown(info.bos_token_id)}, "
+                      f"EOS {unknown(info.eos_token_id)})"),
+        ("tensors", str(info.tensor_count)),
+    ]
+    for label, value in rows:
+        if value:
+            facts.add_row(label, Text(value))
+    console.print(facts)
+
+    mix = Table(title="quant mix", title_justify="left")
+    for column in ("type", "tensors", "parameters", "size", "share"):
+        mix.add_column(column, justify="left" if column == "type" else "right")
+    for type_name, part in info.quant_mix.items():
+        share = part["bytes"] / info.tensor_bytes if info.tensor_bytes else 0
+        mix.add_row(type_name, str(part["count"]), count(part["n_elements"]),
+                    size(part["bytes"]), f"{share:.0%}")
+    console.print(mix)
+    if info.rows_not_multiple_of_256:
+        console.print(Text(
+            f"note: {info.rows_not_multiple_of_256} of {info.matrix_tensor_count} weight matrices "
+            "have rows that are not a multiple of 256; K-quants (Q4_K_M ...) fall back to "
+            "other types on them", style="yellow"))
+
+    if info.chat_template is None:
+        console.print(Text("chat template: none in this file", style="bold"))
+    else:
+        limit = 300
+        template = info.chat_template
+        shown = template[:limit] + (f"... ({len(template)} characters)" if len(template) > limit
+                                    else "")
+        console.print(Text("chat template:", style="bold"))
+        console.print(Text(shown))
+
+# --- probe and recommend ------------------------------------------------------
+
+# --- pull ---------------------------------------------------------------------
+
+# --- chat, run, history, bench ------------------------------------------------
+
+
+def main() -> None:
+    cli(prog_name="localq")
+
+
+if __name__ == "__main__":
+    main()

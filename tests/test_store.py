@@ -1,0 +1,199 @@
+"""The index (schema, migrations, transactions, bad databases) and the blob store."""
+
+import hashlib
+import os
+import sqlite3
+import threading
+
+import pytest
+
+from localq.errors import IndexDatabaseError, ModelNotFound, StoreError
+from localq.paths import get_paths
+from localq.store import blobs
+from localq.store.db import open_index, write_transaction
+from localq.store.index import FileEntry, add_variant, find, list_variants, remove_variant, resolve
+from localq.store.migrations import MIGRATIONS, migrate
+
+EXPECTED_SCHEMA = {
+    "_migrations": ["name", "applied"],
+    "models": ["id", "name", "source_kind", "catalog_ref", "architecture", "parameters", "created"],
+    "blobs": ["sha256", "size", "created", "verified"],
+    "variants": ["id", "model_id", "quant", "format", "size", "source", "revision", "provenance", "created", "last_used"],
+    "files": ["id", "variant_id", "relpath", "sha256", "size"],
+    "pulls": ["id", "ref", "repo", "revision", "files", "status", "bytes_total", "bytes_done", "error", "started", "finished"],
+    "chats": ["id", "title", "model", "variant_id", "backend", "params", "system_prompt", "created", "updated"],
+    "messages": ["id", "chat_id", "role", "content", "prompt_tokens", "completion_tokens", "tokens_per_s", "ttft_s", "finish_reason", "created"],
+    "evaluations": ["id", "variant_id", "metric", "value", "reference_value", "dataset", "tokens", "params", "created"],
+    "benchmarks": ["id", "variant_id", "backend", "prompt_tokens", "prompt_tps", "decode_tokens", "decode_tps", "ttft_s", "load_s", "peak_memory", "threads", "params", "created"],
+    "hardware_profiles": ["machine_key", "profile", "bandwidth_gbps", "measured"],
+}
+
+
+def test_exact_schema_after_migrating_from_empty(tmp_home):
+    db = open_index()
+    schema = {t: [c.name for c in db[t].columns] for t in db.table_names()}
+    expected = dict(EXPECTED_SCHEMA)
+    # Later migrations may add tables; the ones above must be exactly as listed.
+    assert {t: schema[t] for t in expected} == expected
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ran = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+    assert ran == [m.__name__ for m in MIGRATIONS]
+
+
+def test_second_open_runs_nothing(tmp_home):
+    open_index()
+    db = open_index()
+    assert migrate(db) == []
+    assert db.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_failed_migration_leaves_nothing_half_done(tmp_home, monkeypatch):
+    db = open_index()
+
+    def m999_broken(db):
+        db["half"].create({"id": int}, pk="id")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("localq.store.migrations.MIGRATIONS", MIGRATIONS + [m999_broken])
+    with pytest.raises(RuntimeError):
+        migrate(db)
+    assert "half" not in db.table_names()
+    assert not db.execute("SELECT 1 FROM _migrations WHERE name = 'm999_broken'").fetchone()
+
+
+def test_corrupt_database_is_never_recreated(tmp_home):
+    path = get_paths().index_db
+    path.parent.mkdir(parents=True)
+    garbage = b"this is not sqlite" * 300
+    path.write_bytes(garbage)
+    with pytest.raises(IndexDatabaseError) as err:
+        open_index()
+    assert "is not a valid localq database" in err.value.message
+    assert "move the index aside" in err.value.hint and "blobs" in err.value.hint
+    assert path.read_bytes() == garbage
+
+
+def test_database_damaged_in_the_middle(tmp_home, smollm2_gguf):
+    db = open_index()
+    _add(db, "m1", b"x" * 10)
+    db.conn.close()
+    path = get_paths().index_db
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # smash the schema page
+    path.write_bytes(bytes(data))
+    for f in path.parent.glob("index.db-*"):
+        f.unlink()
+    with pytest.raises(IndexDatabaseError) as err:
+        open_index()
+    assert "not a valid localq database" in err.value.message
+
+
+def test_directory_in_place_of_the_index(tmp_home):
+    get_paths().index_db.mkdir(parents=True)
+    with pytest.raises(IndexDatabaseError, match="is a directory"):
+        open_index()
+
+
+def test_locked_database_gives_a_clear_error(tmp_home, monkeypatch):
+    monkeypatch.setattr("localq.store.db.BUSY_TIMEOUT_S", 0.2)
+    db = open_index()
+    other = sqlite3.connect(get_paths().index_db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        db2 = open_index()
+        with pytest.raises(IndexDatabaseError) as err:
+            with write_transaction(db2):
+                pass
+        assert "locked by another localq process" in err.value.message
+    finally:
+        other.execute("ROLLBACK")
+
+
+def test_two_processes_writing_at_once(tmp_home):
+    """Concurrent writers (threads with their own connections) all land, none fails."""
+    open_index()
+    errors = []
+
+    def writer(n):
+        try:
+            db = open_index()
+            for i in range(10):
+                _add(db, f"model{n}-{i}", f"{n}-{i}".encode())
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(list_variants(open_index())) == 40
+
+
+def _add(db, model, data, quant="q4_0"):
+    sha, path = blobs.write_bytes(data)
+    return add_variant(db, model=model, source_kind="import", quant=quant, format="gguf",
+                       files=[FileEntry(f"{model}.gguf", sha, len(data))])
+
+
+def test_blob_is_content_addressed_and_atomic(tmp_home, tmp_path):
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"hello" * 1000)
+    sha, dest = blobs.add_file(src, link=False)
+    assert sha == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert dest.name == f"sha256-{sha}" and dest.read_bytes() == src.read_bytes()
+    assert blobs.stale_temp_files() == []
+    # Same bytes again: one blob.
+    sha2, dest2 = blobs.add_file(src)
+    assert (sha2, dest2) == (sha, dest)
+    assert list(blobs.list_blobs()) == [sha]
+
+
+def test_hardlink_on_same_filesystem(tmp_home, tmp_path):
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"abc" * 1000)
+    _, dest = blobs.add_file(src, link=True)
+    assert os.stat(dest).st_ino == os.stat(src).st_ino
+
+
+def test_removing_last_reference_frees_the_blob(tmp_home):
+    db = open_index()
+    a = _add(db, "a", b"shared-bytes")
+    b = _add(db, "b", b"shared-bytes")
+    path = a.main_path
+    assert remove_variant(db, a.id) == 0 and path.exists()
+    assert remove_variant(db, b.id) == len(b"shared-bytes") and not path.exists()
+    assert db.execute("SELECT count(*) FROM models").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM blobs").fetchone()[0] == 0
+
+
+def test_find_and_resolve(tmp_home):
+    db = open_index()
+    _add(db, "smollm2:135m", b"1", quant="q4_1")
+    _add(db, "smollm2:135m", b"2", quant="q8_0")
+    _add(db, "hf.co/Org/Repo-GGUF", b"3", quant="q4_k_m")
+    assert {v.quant for v in find(db, "smollm2:135m")} == {"q4_1", "q8_0"}
+    assert resolve(db, "smollm2:135m-q8_0").quant == "q8_0"
+    assert resolve(db, "smollm2").model == "smollm2:135m"
+    assert resolve(db, "hf.co/org/repo-gguf:Q4_K_M").model == "hf.co/Org/Repo-GGUF"
+    assert resolve(db, "smollm2:135m-q8_0").ref == "smollm2:135m-q8_0"
+    with pytest.raises(ModelNotFound) as err:
+        resolve(db, "llama3.2:3b")
+    assert "not installed" in err.value.message and "localq pull llama3.2:3b" in err.value.hint
+
+
+def test_readonly_cache_directory(tmp_home, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write read-only directories")
+    get_paths().blobs.mkdir(parents=True)
+    get_paths().blobs.chmod(0o500)
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x")
+    with pytest.raises(StoreError, match="read-only"):
+        blobs.add_file(src, link=False)
+
+
+def test_full_disk_error_names_sizes(tmp_home):
+    err = blobs.storage_error(OSError(28, "No space left on device"), "blob x", needed=5_000_000)
+    assert "disk full" in err.message and "needed 5.0 MB" in err.message and "free" in err.message
