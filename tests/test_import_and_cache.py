@@ -175,8 +175,12 @@ def test_import_from_missing_folder(tmp_home, tmp_path):
 
 
 def test_verify_reports_corruption(tmp_home, tmp_path, smollm2_gguf):
+    # A copy with its last byte changed, so its blob is its own and not the
+    # starter's (which is a hardlink to the installed wheel's file).
+    data = bytearray(smollm2_gguf.read_bytes())
+    data[-1] ^= 0xFF
     copy = tmp_path / "copy.gguf"
-    copy.write_bytes(smollm2_gguf.read_bytes())
+    copy.write_bytes(bytes(data))
     run("import", str(copy), "--name", "victim")
     assert run("verify", "victim").exit_code == 0
     v = resolve(open_index(), "victim")
@@ -243,3 +247,28 @@ def test_full_disk_while_copying_into_the_store(tmp_home, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert "disk full while writing blob" in out.stdout, out.stderr
     assert blobs.stale_temp_files() == [] and blobs.list_blobs() == {}
+
+
+def test_import_onto_a_full_disk(mounted_tmpfs, monkeypatch, smollm2_gguf):
+    """A real filesystem too small for the model: one clear line, no temp file, nothing indexed."""
+    home = mounted_tmpfs(2048)
+    monkeypatch.setenv("LOCALQ_HOME", str(home))
+    open_index()
+    result = CliRunner().invoke(cli, ["import", str(smollm2_gguf), "--name", "big"])
+    assert result.exit_code == 1
+    assert "disk full while writing blob" in result.output and "needed 98.4 MB" in result.output
+    assert blobs.stale_temp_files() == []
+    assert [v for v in list_variants(open_index()) if v.model == "big"] == []
+
+
+def test_readonly_cache(mounted_tmpfs, monkeypatch, smollm2_gguf):
+    home = mounted_tmpfs(4096)
+    monkeypatch.setenv("LOCALQ_HOME", str(home))
+    open_index().conn.close()
+    mounted_tmpfs.remount_readonly(home)
+    result = CliRunner().invoke(cli, ["import", str(smollm2_gguf), "--name", "ro"])
+    assert result.exit_code == 1
+    error_lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and "the cache directory is read-only" in error_lines[0]
+    listing = CliRunner().invoke(cli, ["ls", "--json"])  # reading still works
+    assert listing.exit_code == 0 and listing.stdout.strip().endswith("[]")

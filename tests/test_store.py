@@ -183,17 +183,6 @@ def test_find_and_resolve(tmp_home):
     assert "not installed" in err.value.message and "localq pull llama3.2:3b" in err.value.hint
 
 
-def test_readonly_cache_directory(tmp_home, tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root can write read-only directories")
-    get_paths().blobs.mkdir(parents=True)
-    get_paths().blobs.chmod(0o500)
-    src = tmp_path / "f.bin"
-    src.write_bytes(b"x")
-    with pytest.raises(StoreError, match="read-only"):
-        blobs.add_file(src, link=False)
-
-
 def test_full_disk_error_names_sizes(tmp_home):
     err = blobs.storage_error(OSError(28, "No space left on device"), "blob x", needed=5_000_000)
     assert "disk full" in err.message and "needed 5.0 MB" in err.message and "free" in err.message

@@ -8,6 +8,7 @@ timeout gives a clear error instead of a hang.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def open_index(path: Path | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {path.parent}: {exc.strerror}", "check the permissions of the localq data directory or set LOCALQ_HOME") from exc
+    if path.exists() and not os.access(path.parent, os.W_OK):
+        return _open_read_only(path)
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
         db = sqlite_utils.Database(conn)
@@ -38,6 +41,26 @@ def open_index(path: Path | None = None):
         migrate(db)
     except sqlite3.DatabaseError as exc:
         raise _explain(exc, path) from exc
+    return db
+
+
+def _open_read_only(path: Path):
+    """An index on read-only media: readable (ls, show, chat), every write a clear error."""
+    import sqlite_utils
+
+    from localq.store.migrations import MIGRATIONS
+
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, check_same_thread=False)
+        db = sqlite_utils.Database(conn)
+        done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    except sqlite3.DatabaseError as exc:
+        raise _explain(exc, path) from exc
+    if any(m.__name__ not in done for m in MIGRATIONS):
+        raise IndexDatabaseError(
+            f"the index {path} needs an upgrade, but its directory is read-only",
+            "make the localq data directory writable and run localq once",
+        )
     return db
 
 
@@ -58,9 +81,9 @@ def _explain(exc: sqlite3.DatabaseError, path: Path) -> IndexDatabaseError:
             f"the index {path} is locked by another localq process",
             "wait for it to finish, or close the other localq and try again",
         )
-    if "readonly" in text or "read-only" in text or "unable to open" in text:
+    if "readonly" in text or "read-only" in text or "unable to open" in text or not os.access(path.parent, os.W_OK):
         return IndexDatabaseError(
-            f"cannot write the index {path}: {exc}",
+            f"cannot write the index {path}: the directory is read-only or not writable",
             "check the permissions of the localq data directory or set LOCALQ_HOME",
         )
     if "disk is full" in text or "disk i/o" in text:
