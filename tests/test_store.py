@@ -186,3 +186,32 @@ def test_find_and_resolve(tmp_home):
 def test_full_disk_error_names_sizes(tmp_home):
     err = blobs.storage_error(OSError(28, "No space left on device"), "blob x", needed=5_000_000)
     assert "disk full" in err.message and "needed 5.0 MB" in err.message and "free" in err.message
+
+
+def test_separate_processes_writing_at_once(tmp_home):
+    """Real localq processes (not threads) adding models at the same time: every write lands."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys
+        from localq.store import blobs
+        from localq.store.db import open_index
+        from localq.store.index import FileEntry, add_variant
+        n = sys.argv[1]
+        db = open_index()
+        for i in range(15):
+            data = f"{n}-{i}".encode()
+            sha, _ = blobs.write_bytes(data)
+            add_variant(db, model=f"p{n}-{i}", source_kind="import", quant="q4_0", format="gguf",
+                        files=[FileEntry("m.gguf", sha, len(data))])
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(n)], stderr=subprocess.PIPE, text=True) for n in range(4)]
+    errors = [p.communicate()[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    db = open_index()
+    assert len(list_variants(db)) == 60
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
