@@ -395,6 +395,145 @@ def print_gguf_info(info) -> None:
 
 # --- probe and recommend ------------------------------------------------------
 
+
+@cli.command("probe")
+@click.option("--json", "as_json", is_flag=True, help="Print the hardware profile as JSON.")
+@click.option("--remeasure", is_flag=True, help="Measure the memory bandwidth again instead of reusing it.")
+def probe_command(as_json: bool, remeasure: bool) -> None:
+    """Show this machine: CPU, memory, GPUs, bandwidth and the backends that can run."""
+    from localq.probe import probe
+
+    profile = probe(remeasure=remeasure)
+    if as_json:
+        print_json(profile.to_dict())
+        return
+    print_profile(profile)
+
+
+def print_profile(profile) -> None:
+    """The profile as rich panels: machine, GPUs, backends, unknown parts."""
+    from rich.console import Console, Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    from localq.recommend import size
+
+    def maybe(n, unit=size):
+        return unit(n) if n is not None else "unknown"
+
+    cpu, mem = profile.cpu, profile.memory
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    cores = f"{maybe(cpu.physical_cores, str)} cores, {maybe(cpu.logical_cores, str)} threads"
+    facts.add_row("system", f"{profile.os} {profile.arch}")
+    facts.add_row("cpu", Text(f"{cpu.model or 'unknown'} ({cores})"))
+    facts.add_row("features", " ".join(sorted(cpu.features)) or "none found")
+    facts.add_row("memory", f"{maybe(mem.total)} total, {maybe(mem.available)} available, "
+                            f"swap {maybe(mem.swap_total)}")
+    facts.add_row("disk", Text(f"{maybe(profile.disk_free)} free at {profile.disk_path or 'unknown'}"))
+    bandwidth = f"{profile.bandwidth_gbps:g} GB/s ({profile.bandwidth_source})" if profile.bandwidth_gbps else "unknown"
+    facts.add_row("bandwidth", Text(bandwidth))
+    if profile.apple:
+        a = profile.apple
+        facts.add_row("apple", Text(f"{a.chip}, {maybe(a.gpu_cores, str)} GPU cores, {size(a.unified_memory)} "
+                                    f"unified, GPU may wire {size(a.wired_limit)} ({a.wired_limit_source}), "
+                                    f"{maybe(a.bandwidth_gbps, lambda b: f'{b:g} GB/s')}"))
+    parts = [facts]
+    if profile.gpus:
+        gpus = Table(title="GPUs", title_justify="left")
+        for column in ("#", "name", "memory", "free", "compute", "driver / CUDA", "bandwidth"):
+            gpus.add_column(column)
+        for g in profile.gpus:
+            gpus.add_row(str(g.index), g.name, maybe(g.memory_total), maybe(g.memory_free),
+                         g.compute_capability or "-", f"{g.driver or '-'} / {g.cuda_version or '-'}",
+                         f"{g.peak_bandwidth_gbps:g} GB/s" if g.peak_bandwidth_gbps else "unknown")
+        parts.append(gpus)
+    backends = Table(title="backends", title_justify="left")
+    for column in ("backend", "runs", "device", "why"):
+        backends.add_column(column)
+    for b in profile.backends.values():
+        backends.add_row(b.name, "yes" if b.available else "no", b.device or "-", Text(b.reason))
+    parts.append(backends)
+    if profile.unknowns:
+        unknown = Table(title="unknown", title_justify="left")
+        unknown.add_column("part")
+        unknown.add_column("why")
+        for part, why in profile.unknowns.items():
+            unknown.add_row(part, Text(why))
+        parts.append(unknown)
+    title = f"localq probe ({profile.probe_seconds:.2f} s)" if profile.probe_seconds is not None else "localq probe"
+    Console().print(Panel(Group(*parts), title=title, title_align="left"))
+
+
+@cli.command("recommend")
+@click.argument("model")
+@click.option("--ctx", type=int, default=None, help="Context length in tokens (default 4096, or the model's if shorter).")
+@click.option("--prefer", type=click.Choice(["quality", "balanced", "speed"]), default="balanced",
+              show_default=True, help="What to favour among the plans that fit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recommendation and every plan as JSON.")
+def recommend_command(model: str, ctx: int | None, prefer: str, as_json: bool) -> None:
+    """Say which backend and quant to run MODEL with here, and why.
+
+    MODEL is a catalog model (llama3.1:8b; a quant in the tag, as in
+    llama3.1:8b-q8_0, checks that one quant) or a GGUF file's path.
+    """
+    import math
+
+    from localq.names import expand_path, parse
+    from localq.probe import probe
+    from localq.recommend import ACCEPTABLE_PPL_DELTA, ModelSpec, find_model, recommend
+
+    ref = parse(model)
+    quants, floor = None, ACCEPTABLE_PPL_DELTA
+    if ref.kind == "path":
+        from localq.gguf_info import read_gguf_info
+
+        spec = ModelSpec.from_gguf_info(read_gguf_info(expand_path(ref)))
+        quants = list(spec.file_sizes) or None
+    elif ref.kind == "catalog":
+        spec = ModelSpec.from_catalog(find_model(ref.model))
+        if ref.quant:  # the user named it: check that one, whatever its quality
+            quants, floor = [ref.quant], math.inf
+    else:
+        raise LocalqError(f"recommend needs a catalog model or a GGUF file, not the Hub repository {model!r}",
+                          "use a catalog name such as llama3.1:8b (see `localq catalog`)")
+    rec = recommend(probe(), spec, ctx, prefer, quants=quants, floor=floor)
+    if as_json:
+        print_json(rec.to_dict())
+        return
+    print_recommendation(rec)
+
+
+def print_recommendation(rec) -> None:
+    """The choice and its reason, then every plan as a table, warnings and assumptions."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from localq.recommend import QUANTS_BY_TAG, size
+
+    console = Console()
+    console.print(Text(f"{rec.model} at {rec.context} tokens, preferring {rec.prefer}", style="bold"))
+    console.print(Text(rec.reason))
+    if rec.plans:
+        table = Table(box=None, header_style="bold")
+        for column in ("", "BACKEND", "QUANT", "DEVICE", "MEMORY", "FITS", "TOKENS/S", "PPL +", "NOTES"):
+            table.add_column(column, justify="right" if column in ("MEMORY", "TOKENS/S", "PPL +") else "left")
+        for p in rec.plans:
+            memory = size(p.total_bytes) + (f" ({size(p.host_bytes)} RAM)" if p.pool == "VRAM+RAM" else "")
+            notes = "; ".join(p.notes + ([f"needs: {p.setup}"] if p.setup else []))
+            table.add_row("->" if p is rec.choice else "", p.backend, QUANTS_BY_TAG[p.quant].label, p.device,
+                          memory, "yes" if p.fits else "no", f"{p.tokens_per_second:.1f}",
+                          f"{p.ppl_delta:.3f}", Text(notes), style=None if p.fits else "dim")
+        console.print(table)
+    for warning in rec.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    for assumption in rec.assumptions:
+        console.print(Text(f"assumed: {assumption}", style="dim"))
+
+
 # --- pull ---------------------------------------------------------------------
 
 # --- chat, run, history, bench ------------------------------------------------

