@@ -536,6 +536,160 @@ def print_recommendation(rec) -> None:
 
 # --- pull ---------------------------------------------------------------------
 
+
+def _mb(n: int) -> str:
+    from localq.cache import human_size
+
+    return human_size(n)
+
+
+class PlainPullProgress:
+    """Pull progress as plain lines, for logs and pipes: one per step, and a
+    progress line per file at most every few seconds."""
+
+    EVERY_S = 5.0
+    FILE_DONE = {"downloaded": "downloaded, sha256 verified", "present": "already in the store",
+                 "linked": "linked from the Hugging Face cache"}
+
+    def __init__(self):
+        import time
+
+        self.clock = time.monotonic
+        self.last: dict[str, float] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __call__(self, e) -> None:
+        say = lambda text: click.echo(text)  # noqa: E731
+        if e.event == "plan":
+            p = e.plan
+            say(f"pulling {p['ref']}: {p['repo']} at {p['revision'][:12]}, {p['quant']} ({p['format']}), "
+                f"{len(p['files'])} file(s), {_mb(p['size'])}")
+            if e.message:
+                say(f"  {e.message}")
+        elif e.event == "start":
+            say(f"  {e.file}: " + (f"resuming at {_mb(e.done)} of {_mb(e.total)}" if e.status == "resume" else f"downloading {_mb(e.total)}"))
+        elif e.event == "progress":
+            now = self.clock()
+            if e.done < e.total and now - self.last.get(e.file, 0.0) < self.EVERY_S:
+                return
+            self.last[e.file] = now
+            eta = f", {e.eta:.0f}s left" if e.eta and e.done < e.total else ""
+            say(f"  {e.file}: {100 * e.done / max(e.total, 1):.0f}% {_mb(e.done)} of {_mb(e.total)}, {_mb(e.rate)}/s{eta}")
+        elif e.event == "retry":
+            say(f"  {e.file}: {e.message}; retrying in {e.eta:.1f}s")
+        elif e.event in ("waiting", "verify"):
+            say(f"  {e.file}: {e.message}")
+        elif e.event == "file_done":
+            say(f"  {e.file}: {self.FILE_DONE.get(e.status, e.status)}")
+
+
+class RichPullProgress:
+    """Pull progress as rich bars on a terminal: one per file and one for the total."""
+
+    def __init__(self):
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn())
+        self.tasks: dict[str, int] = {}
+        self.total_task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+        return False
+
+    def __call__(self, e) -> None:
+        p = self.progress
+        if e.event == "plan":
+            p.console.print(f"pulling [bold]{e.plan['ref']}[/]: {e.plan['repo']} at {e.plan['revision'][:12]}, "
+                            f"{e.plan['quant']} ({e.plan['format']})", highlight=False)
+            if e.message:
+                p.console.print(f"  {e.message}", highlight=False, markup=False)
+            if len(e.plan["files"]) > 1:
+                self.total_task = p.add_task("total", total=e.total)
+            return
+        if e.file and e.file not in self.tasks and e.event in ("start", "file_done", "waiting", "verify"):
+            name = e.file if len(e.file) <= 40 else "..." + e.file[-37:]
+            self.tasks[e.file] = p.add_task(name, total=e.total, completed=e.done)
+        if e.file in self.tasks:
+            p.update(self.tasks[e.file], completed=e.done)
+        if self.total_task is not None and e.event != "done":
+            p.update(self.total_task, completed=e.overall_done)
+        if e.event in ("retry", "waiting", "verify"):
+            p.console.print(f"  {e.file}: {e.message}" + (f"; retrying in {e.eta:.1f}s" if e.event == "retry" else ""),
+                            highlight=False, markup=False)
+        elif e.event == "file_done" and e.status != "downloaded":
+            p.console.print(f"  {e.file}: {PlainPullProgress.FILE_DONE.get(e.status, e.status)}", highlight=False, markup=False)
+
+
+class JsonPullProgress:
+    """Pull events as JSON, one object per line (``--json``)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __call__(self, e) -> None:
+        click.echo(json.dumps(e.to_dict()))
+
+
+@cli.command("pull")
+@click.argument("ref")
+@click.option("--revision", help="A branch, tag or commit of the Hub repository (default: main).")
+@click.option("--max-rate", help="Cap the bandwidth in bytes per second: 500K, 5M (K, M, G are 1024s, as in curl).")
+@click.option("--offline", is_flag=True, help="Use no network: answer from installed models, as HF_HUB_OFFLINE=1 does.")
+@click.option("--retries", type=click.IntRange(0, 100), default=5, show_default=True,
+              help="Retries in a row that may fail before a file gives up (0: none).")
+@click.option("--json", "as_json", is_flag=True, help="Print progress events as JSON, one per line.")
+@click.pass_context
+def pull_command(ctx: click.Context, ref: str, revision, max_rate, offline: bool, retries: int, as_json: bool) -> None:
+    """Download a model from the Hugging Face Hub into the cache.
+
+    REF is a catalog name (smollm2:135m, qwen2.5:7b-q4_k_m) or hf.co/ORG/REPO[:QUANT].
+    With no quant, the one recommended for this machine among those the repository has.
+    An interrupted pull keeps its bytes; run the same command again to resume.
+    HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE work as in huggingface_hub.
+    """
+    from localq.download import parse_rate, pull
+
+    rate = parse_rate(max_rate)
+    db = open_db()
+    if as_json:
+        display = JsonPullProgress()
+    elif sys.stdout.isatty():
+        display = RichPullProgress()
+    else:
+        display = PlainPullProgress()
+    try:
+        with display:
+            result = pull(ref, db=db, revision=revision, max_rate=rate, offline=True if offline else None,
+                          retries=retries, on_progress=display)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the bytes downloaded so far are kept; run `localq pull {ref}` again to resume", err=True)
+        ctx.exit(130)
+    if as_json:
+        click.echo(json.dumps({"event": "result", **result.to_dict()}))
+    elif result.status == "up to date":
+        click.echo(f"{result.variant.ref} is up to date ({_mb(result.variant.size)}, revision {result.variant.revision[:12]})")
+    elif result.status == "installed":
+        click.echo(f"{result.variant.ref} is installed (offline: not checked against the Hub)")
+    else:
+        reused = f", {_mb(result.reused)} reused" if result.reused else ""
+        click.echo(f"pulled {result.variant.ref} ({_mb(result.variant.size)}; {_mb(result.downloaded)} downloaded"
+                   f"{reused} in {result.elapsed:.1f}s)")
+
 # --- chat, run, history, bench ------------------------------------------------
 
 

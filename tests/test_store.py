@@ -215,3 +215,16 @@ def test_separate_processes_writing_at_once(tmp_home):
     db = open_index()
     assert len(list_variants(db)) == 60
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_replacing_a_variant_keeps_its_chats_and_frees_the_old_blob(tmp_home):
+    db = open_index()
+    first = _add(db, "m", b"old bytes")
+    old_path = first.main_path
+    db.execute("INSERT INTO chats (model, variant_id, created, updated) VALUES ('m', ?, 'now', 'now')", [first.id])
+    db.conn.commit()
+    second = _add(db, "m", b"new bytes")
+    assert second.id == first.id
+    assert db.execute("SELECT variant_id FROM chats").fetchone()[0] == first.id
+    assert not old_path.exists() and second.main_path.exists()
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -103,14 +103,28 @@ def add_variant(
         old = db.execute(
             "SELECT id FROM variants WHERE model_id = ? AND quant = ? AND format = ?", [model_id, quant, format]
         ).fetchone()
+        values = [sum(f.size for f in files), source, revision, json.dumps(provenance or {}), stamp]
         if old:
-            db.execute("DELETE FROM files WHERE variant_id = ?", [old[0]])
-            db.execute("DELETE FROM variants WHERE id = ?", [old[0]])
-        variant_id = db.execute(
-            "INSERT INTO variants (model_id, quant, format, size, source, revision, provenance, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [model_id, quant, format, sum(f.size for f in files), source, revision, json.dumps(provenance or {}), stamp],
-        ).lastrowid
+            # Replaced in place, so chats that used it keep pointing at it; measurements
+            # of bytes that changed no longer hold.
+            variant_id = old[0]
+            old_files = {r[0] for r in db.execute("SELECT sha256 FROM files WHERE variant_id = ?", [variant_id])}
+            if old_files != {f.sha256 for f in files}:
+                db.execute("DELETE FROM evaluations WHERE variant_id = ?", [variant_id])
+                db.execute("DELETE FROM benchmarks WHERE variant_id = ?", [variant_id])
+            db.execute("DELETE FROM files WHERE variant_id = ?", [variant_id])
+            db.execute(
+                "UPDATE variants SET size = ?, source = ?, revision = ?, provenance = ?, created = ? WHERE id = ?",
+                values + [variant_id],
+            )
+            unused = [sha for sha in old_files - {f.sha256 for f in files}]
+        else:
+            variant_id = db.execute(
+                "INSERT INTO variants (model_id, quant, format, size, source, revision, provenance, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [model_id, quant, format] + values,
+            ).lastrowid
+            unused = []
         for f in files:
             db.execute(
                 "INSERT OR IGNORE INTO blobs (sha256, size, created) VALUES (?, ?, ?)", [f.sha256, f.size, stamp]
@@ -119,6 +133,11 @@ def add_variant(
                 "INSERT INTO files (variant_id, relpath, sha256, size) VALUES (?, ?, ?, ?)",
                 [variant_id, f.relpath, f.sha256, f.size],
             )
+        unused = [sha for sha in unused if not db.execute("SELECT 1 FROM files WHERE sha256 = ?", [sha]).fetchone()]
+        for sha in unused:
+            db.execute("DELETE FROM blobs WHERE sha256 = ?", [sha])
+    for sha in unused:
+        blobs.remove(sha)
     return get_variant(db, variant_id)
 
 
