@@ -693,6 +693,210 @@ def pull_command(ctx: click.Context, ref: str, revision, max_rate, offline: bool
 # --- chat, run, history, bench ------------------------------------------------
 
 
+_PARAM_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
+
+
+def generation_options(fn):
+    """The sampling and loading options that `run` and `chat` share."""
+    options = [
+        click.option("--system", help="System prompt."),
+        click.option("--temperature", type=float, help="Randomness; 0 = greedy, reproducible (default 0.8)."),
+        click.option("--top-p", type=float, help="Nucleus sampling, in (0, 1]; 1 = off (default 0.95)."),
+        click.option("--top-k", type=int, help="Sample among the K likeliest tokens; 0 = off (default 40)."),
+        click.option("--min-p", type=float, help="Drop tokens below this share of the likeliest; 0 = off (default 0.05)."),
+        click.option("--repeat-penalty", type=float, help="Penalty on recently used tokens; 1 = off (default 1)."),
+        click.option("--seed", type=int, help="Random seed, for reproducible sampling."),
+        click.option("--max-tokens", type=int, help="Stop a reply after this many tokens."),
+        click.option("--ctx", "n_ctx", type=int, help="Context size in tokens (default 4096, or the model's if smaller)."),
+        click.option("--threads", type=int, help="CPU threads (default: the physical cores)."),
+        click.option("--no-history", is_flag=True, help="Do not record this chat in the history."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def generation_params(opts: dict, base: dict | None = None):
+    """GenerationParams from stored ``base`` settings overridden by the options given, validated."""
+    from localq.backends.base import GenerationParams
+
+    values = GenerationParams.from_dict(base or {}).to_dict()
+    values.update({k: opts[k] for k in _PARAM_OPTIONS if opts.get(k) is not None})
+    return GenerationParams.from_dict(values).validate()
+
+
+def load_options(opts: dict, base: dict | None = None):
+    from localq.backends.base import LoadOptions
+
+    base = base or {}
+    options = LoadOptions(n_ctx=opts.get("n_ctx") or base.get("n_ctx"), n_threads=opts.get("threads"))
+    options.validate()
+    return options
+
+
+def read_prompt(prompt: str | None) -> str:
+    """The prompt: stdin when it is piped (first), then the PROMPT argument."""
+    piped = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    text = "\n\n".join(part for part in (piped.strip(), prompt) if part)
+    if not text.strip():
+        raise click.UsageError("no prompt: give one as an argument, or pipe it on stdin")
+    return text
+
+
+@cli.command("run")
+@click.argument("model")
+@click.argument("prompt", required=False)
+@generation_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON record with the reply and its stats at the end.")
+@click.option("-v", "--verbose", is_flag=True, help="Print the reply's timings on stderr.")
+def run_command(model: str, prompt: str | None, as_json: bool, verbose: bool, **opts) -> None:
+    """Answer PROMPT with MODEL, streaming the reply to stdout.
+
+    Without PROMPT the prompt is read from stdin (echo hi | localq run smollm2:135m);
+    with both, the piped text comes first. MODEL is an installed model or a .gguf path.
+    """
+    import os
+
+    from localq.backends.base import Done, TextDelta
+    from localq.chat.conversation import Conversation, open_session
+    from localq.chat.repl import format_stats
+    from localq.errors import BackendError
+
+    params = generation_params(opts)
+    options = load_options(opts)
+    text = read_prompt(prompt)
+    db = open_db()
+    session = open_session(db, model, options)
+    done = None
+    try:
+        conv = Conversation(session, params, db=None if opts["no_history"] else db, system=opts["system"])
+        for event in conv.send(text):
+            if isinstance(event, TextDelta) and not as_json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, Done):
+                done = event
+    except KeyboardInterrupt:
+        session.cancel()
+        click.echo("\n[stopped]", err=True)
+        raise click.exceptions.Exit(130)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise click.exceptions.Exit(0)
+    finally:
+        session.close()
+    if done.finish_reason == "error":
+        raise BackendError(f"the model failed: {done.error}")
+    if as_json:
+        print_json({
+            "model": session.model_ref, "backend": session.backend_name, "chat_id": conv.chat.id,
+            **done.to_dict(), "load_s": session.load_s, "n_ctx": session.n_ctx, "n_threads": session.n_threads,
+            "params": params.to_dict(),
+        })
+    elif done.text and not done.text.endswith("\n"):
+        click.echo()
+    if verbose:
+        click.echo(format_stats(done), err=True)
+
+
+@cli.command("chat")
+@click.argument("model", required=False)
+@click.option("--resume", "resume_id", type=int, help="Continue the stored chat ID (see `localq history`).")
+@generation_options
+def chat_command(model: str | None, resume_id: int | None, **opts) -> None:
+    """Chat with MODEL in the terminal: /help lists the commands, Ctrl-C stops a reply.
+
+    MODEL defaults to the resumed chat's model, else the starter model smollm2:135m.
+    """
+    from localq.chat.conversation import Conversation, open_session
+    from localq.chat.history import load_chat
+    from localq.chat.repl import run_repl
+    from localq.starter import STARTER_REF
+
+    db = open_db()
+    chat = load_chat(db, resume_id) if resume_id is not None else None
+    base = chat.params if chat else None
+    params = generation_params(opts, base)
+    options = load_options(opts, base if chat and not model else None)
+    session = open_session(db, model or (chat.model if chat else STARTER_REF), options)
+    try:
+        conv = Conversation(session, params, db=None if opts["no_history"] else db, system=opts["system"], chat=chat)
+        run_repl(conv)
+    finally:
+        session.close()
+
+
+@cli.group("history", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-n", "--limit", type=int, help="Show only the newest N chats.")
+@click.pass_context
+def history_group(ctx: click.Context, as_json: bool, limit: int | None) -> None:
+    """List stored chats, newest first. `localq history export ID` writes one out."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from localq.chat.history import list_chats
+
+    rows = list_chats(open_db(), limit)
+    if as_json:
+        return print_json(rows)
+    if not rows:
+        click.echo("No chats yet. Start one with `localq chat` or `localq run MODEL PROMPT`.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for col in ("ID", "UPDATED", "MODEL", "MESSAGES", "TITLE"):
+        table.add_column(col, overflow="fold" if col == "TITLE" else None)
+    for r in rows:
+        table.add_row(str(r["id"]), r["updated"], r["model"], str(r["messages"]), r["title"] or "")
+    Console().print(table)
+
+
+@history_group.command("export")
+@click.argument("chat_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Write to FILE instead of stdout.")
+def history_export(chat_id: int, fmt: str, output: str | None) -> None:
+    """Print a stored chat as Markdown or JSON."""
+    from localq.chat.history import export_chat, load_chat
+
+    text = export_chat(load_chat(open_db(), chat_id), fmt)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        click.echo(f"Wrote chat {chat_id} to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command("bench")
+@click.argument("model")
+@click.option("--prompt-tokens", type=int, default=128, show_default=True, help="Prompt length.")
+@click.option("--decode-tokens", type=int, default=64, show_default=True, help="Tokens to generate.")
+@click.option("--ctx", "n_ctx", type=int, help="Context size (default as for `run`).")
+@click.option("--threads", type=int, help="CPU threads (default: the physical cores).")
+@click.option("--no-save", is_flag=True, help="Do not store the result in the index.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bench_command(model, prompt_tokens, decode_tokens, n_ctx, threads, no_save, as_json) -> None:
+    """Measure MODEL here: load time, prompt and decode tokens/s, first token, peak memory."""
+    from localq.bench import bench
+    from localq.cache import human_size
+
+    result = bench(open_db(), model, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens,
+                   options=load_options({"n_ctx": n_ctx, "threads": threads}), record=not no_save)
+    if as_json:
+        return print_json(result.to_dict())
+    click.echo(f"{result.model} on {result.backend}, {result.threads} threads, context {result.n_ctx}")
+    click.echo(f"  load         {result.load_s:.2f} s")
+    click.echo(f"  prompt       {result.prompt_tokens} tokens at {result.prompt_tps:.1f} tokens/s")
+    click.echo(f"  decode       {result.decode_tokens} tokens at {result.decode_tps:.1f} tokens/s")
+    click.echo(f"  first token  {result.ttft_s:.3f} s")
+    click.echo(f"  peak memory  {human_size(result.peak_memory)}")
+
+
+
 def main() -> None:
     cli(prog_name="localq")
 
