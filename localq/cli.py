@@ -294,23 +294,36 @@ def show(model: str, as_json: bool) -> None:
     from localq.names import parse
 
     ref = parse(model)
-    variant = None
+    variant = benchmark = None
     if ref.kind == "path":
         info = read_gguf_info(ref.path)
     else:
+        from localq.bench import latest_benchmark
         from localq.store.index import resolve
 
-        variant = resolve(open_db(), ref)
+        db = open_db()
+        variant = resolve(db, ref)
         info = read_gguf_info(variant.main_path)
+        benchmark = latest_benchmark(db, variant.id)
     if as_json:
         data = info.to_dict()
         if variant is not None:
             data["installed"] = variant.to_dict()
+            data["benchmark"] = benchmark
         print_json(data)
-    else:
-        if variant is not None:
-            click.echo(f"{variant.ref}  ({variant.format}, from {variant.source or variant.provenance.get('tool', '?')})")
-        print_gguf_info(info)
+        return
+    if variant is not None:
+        click.echo(f"{variant.ref}  ({variant.format}, from {variant.source or variant.provenance.get('tool', '?')})")
+    print_gguf_info(info)
+    if variant is not None:
+        if benchmark:
+            click.echo(
+                f"benchmark ({benchmark['created']}, {benchmark['backend']}, {benchmark['threads']} threads): "
+                f"prompt {benchmark['prompt_tps']:.1f} tokens/s, decode {benchmark['decode_tps']:.1f} tokens/s, "
+                f"first token {benchmark['ttft_s'] * 1000:.0f} ms, load {benchmark['load_s']:.2f} s"
+            )
+        else:
+            click.echo(f"benchmark: none yet (run `localq bench {variant.ref}`)")
 
 
 def print_gguf_info(info) -> None:

@@ -217,6 +217,9 @@ def test_bench_measures_and_records(tmp_home, smollm2_gguf):
     text = invoke("bench", "smollm2:135m", "--prompt-tokens", "16", "--decode-tokens", "4", "--ctx", "128", "--no-save")
     assert "decode       4 tokens at" in text.output
     assert latest_benchmark(db, resolve(db, "smollm2:135m").id)["id"] == stored["id"]
+    shown = invoke("show", "smollm2:135m")
+    assert f"decode {record['decode_tps']:.1f} tokens/s" in shown.output
+    assert json.loads(invoke("show", "smollm2:135m", "--json").output)["benchmark"]["id"] == stored["id"]
 
 
 def test_bench_refuses_more_tokens_than_the_context(tmp_home, smollm2_gguf):
