@@ -1,0 +1,226 @@
+"""The Discover section: the catalog, and for each model every quant judged for this machine.
+
+Left, the catalog (``catalog.search``, as ``localq search``) with the best
+quant for this machine and whether it fits. Right, the selected model's quants
+as ``localq recommend`` sees them (``recommend.recommend`` with the app's
+profile): memory needed, fit (✓ fits, ~ fits but not in what is free right
+now, ✗ too big), estimated tokens/s and expected quality (+PPL: the
+perplexity increase over the unquantized model, on llama.cpp's Llama-3-8B
+scale, or as localq measured it); the recommended row
+is marked ★ and the recommender's reason is written under the table. ``p``
+pulls the highlighted quant (or the recommended one from the left list): the
+pull runs in the Downloads section.
+
+Below 100 columns the quants table goes under the catalog instead of beside
+it, so every column stays readable at 80x24.
+
+The recommender is pure and fast (all models take milliseconds), so it runs
+on the UI thread when the profile or the search changes.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, Static
+
+from localq.cache import human_size
+from localq.tui.screens.base import SectionScreen, show_error
+
+FIT_MARKS = {"fits": ("✓", "green"), "tight": ("~", "yellow"), "too big": ("✗", "red")}
+BACKEND_NAMES = {"llamacpp": "llama.cpp", "mlx": "MLX", "torch_int4": "torch INT4"}
+
+
+def fit_of(plan) -> str:
+    """``fits``, ``tight`` (fits the machine but not what is free now) or ``too big``."""
+    if plan is None or not plan.fits:
+        return "too big"
+    return "fits" if plan.fits_now else "tight"
+
+
+def fit_text(plan) -> Text:
+    mark, colour = FIT_MARKS[fit_of(plan)]
+    return Text(mark, style=f"bold {colour}")
+
+
+def pull_ref(model, quant: str) -> str | None:
+    """The reference that pulls ``quant`` of a catalog model; None for quants only localq makes (int4)."""
+    if quant.startswith("int4"):
+        return None
+    return f"{model.ref}-{quant}"
+
+
+class DiscoverScreen(SectionScreen):
+    """Search the catalog; see each quant's fit, speed and quality here; pull one."""
+
+    SECTION = "discover"
+    TITLE_TEXT = "Discover"
+    # Below 100 columns the quants go under the catalog instead of beside it.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    BINDINGS = [
+        Binding("slash", "search", "search", key_display="/", tooltip="search the catalog"),
+        Binding("f", "toggle_fits", "fits only", tooltip="show only the models that fit this machine"),
+        Binding("p", "pull", "pull", tooltip="pull the highlighted quant (or the recommended one)"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fits_only = False
+        self.models: list = []
+        self.recommendations: dict[str, object] = {}
+        self._shown_model = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Input(placeholder="/ search models (name, family, architecture…)", id="discover-search",
+                    compact=True)
+        with Horizontal(id="discover-body"):
+            models = DataTable(id="discover-models", cursor_type="row")
+            models.add_columns("MODEL", "PARAMS", "BEST HERE", "FIT")
+            yield models
+            with Vertical(id="discover-detail"):
+                yield Static("", id="discover-title", markup=False)
+                quants = DataTable(id="discover-quants", cursor_type="row")
+                quants.add_columns("", "QUANT", "BACKEND", "NEEDS", "FIT", "TOK/S", "+PPL")
+                yield quants
+                yield Static("", id="discover-reason", markup=False)
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "profile", self.refresh_catalog)
+        self.query_one("#discover-models").focus()
+
+    # --- the catalog --------------------------------------------------------------
+
+    def refresh_catalog(self, *_args) -> None:
+        from localq.catalog import format_parameters, search
+        from localq.recommend import recommend
+
+        profile = self.app.profile
+        needle = self.query_one("#discover-search", Input).value
+        self.models = search(needle)
+        self.recommendations = {}
+        if profile is not None:
+            for model in self.models:
+                try:
+                    self.recommendations[model.ref] = recommend(profile, model)
+                except Exception as exc:
+                    show_error(self.app, exc)
+                    break
+        models = self.models
+        if self.fits_only and self.recommendations:
+            models = [m for m in models if fit_of(self._choice(m)) != "too big"]
+            # Recommended first: the largest models that run at a comfortable speed, then the rest.
+            models.sort(key=lambda m: (self._choice(m).tokens_per_second < 5, -m.parameters))
+        table = self.query_one("#discover-models", DataTable)
+        selected = self.selected_model()
+        table.clear()
+        for model in models:
+            choice = self._choice(model)
+            best = "…" if profile is None else (choice.quant.upper() if choice else "none fits")
+            table.add_row(model.ref, format_parameters(model.parameters), best,
+                          fit_text(choice) if profile is not None else "", key=model.ref)
+        if selected is not None and selected.ref in table.rows:
+            table.move_cursor(row=table.get_row_index(selected.ref))
+        self.show_model()
+
+    def _choice(self, model):
+        rec = self.recommendations.get(model.ref)
+        return rec.choice if rec else None
+
+    def selected_model(self):
+        table = self.query_one("#discover-models", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((m for m in self.models if m.ref == key), None)
+
+    # --- one model's quants ---------------------------------------------------------
+
+    @on(DataTable.RowHighlighted, "#discover-models")
+    def show_model(self) -> None:
+        model = self.selected_model()
+        quants = self.query_one("#discover-quants", DataTable)
+        quants.clear()
+        title = self.query_one("#discover-title", Static)
+        reason = self.query_one("#discover-reason", Static)
+        self._shown_model = model
+        if model is None:
+            title.update("No models match." if self.query_one("#discover-search", Input).value else "")
+            reason.update("")
+            return
+        title.update(f"{model.title} · {model.context_length // 1024}K context · {model.license}\n{model.description}")
+        rec = self.recommendations.get(model.ref)
+        if rec is None:
+            reason.update("probing this machine…")
+            return
+        for plan in rec.plans:
+            star = Text("★", style="bold yellow") if plan is rec.choice else ""
+            backend = BACKEND_NAMES.get(plan.backend, plan.backend)
+            if not plan.ready:
+                backend += " (not installed)"
+            quants.add_row(star, plan.quant.upper() if plan.backend == "llamacpp" else plan.quant, backend,
+                           human_size(plan.total_bytes), fit_text(plan), f"{plan.tokens_per_second:.0f}",
+                           f"+{plan.ppl_delta:.2f}", key=f"{plan.backend}:{plan.quant}")
+        lines = [rec.reason] + [f"! {w}" for w in rec.warnings]
+        reason.update("\n".join(lines))
+
+    def selected_plan(self):
+        """The highlighted quant's plan when the quants table has the focus, else the recommended one."""
+        rec = self.recommendations.get(self._shown_model.ref) if self._shown_model else None
+        if rec is None:
+            return None
+        quants = self.query_one("#discover-quants", DataTable)
+        if self.focused is quants and quants.row_count:
+            key = quants.coordinate_to_cell_key(quants.cursor_coordinate).row_key.value
+            return next((p for p in rec.plans if f"{p.backend}:{p.quant}" == key), None)
+        return rec.choice
+
+    # --- actions --------------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "#discover-models")
+    def _to_quants(self) -> None:
+        self.query_one("#discover-quants").focus()
+
+    @on(DataTable.RowSelected, "#discover-quants")
+    def _selected_quant(self) -> None:
+        self.action_pull()
+
+    def action_pull(self) -> None:
+        model, plan = self._shown_model, self.selected_plan()
+        if model is None:
+            return
+        if plan is None:
+            self.notify(f"no quant of {model.ref} fits this machine; pick one in the table to pull it anyway",
+                        severity="warning")
+            return
+        ref = pull_ref(model, plan.quant)
+        if ref is None:
+            self.notify(f"{plan.quant} is not on the Hub: make it with `localq quantize {model.ref} --to {plan.quant}`",
+                        severity="warning")
+            return
+        self.app.start_pull(ref)
+
+    def action_search(self) -> None:
+        self.query_one("#discover-search", Input).focus()
+
+    @on(Input.Changed, "#discover-search")
+    def _search_changed(self) -> None:
+        self.refresh_catalog()
+
+    @on(Input.Submitted, "#discover-search")
+    def _search_done(self) -> None:
+        self.query_one("#discover-models").focus()
+
+    def action_toggle_fits(self) -> None:
+        self.fits_only = not self.fits_only
+        self.notify("showing the models that fit, recommended first" if self.fits_only else "showing every model",
+                    timeout=2)
+        self.refresh_catalog()
+
+    def key_escape(self) -> None:
+        if self.focused is self.query_one("#discover-search"):
+            self.query_one("#discover-models").focus()
+        elif self.focused is self.query_one("#discover-quants"):
+            self.query_one("#discover-models").focus()

@@ -1,0 +1,435 @@
+"""The Downloads section, and the pulls behind it.
+
+``PullManager`` belongs to the app, not to a screen, so pulls go on whichever
+section is open. Each pull is ``download.pull`` (the function ``localq pull``
+calls) on its own thread, reporting through its ``on_progress`` callback;
+every event updates the job and posts a ``PullChanged`` message that the
+Downloads screen draws (a bar, bytes, rate, ETA, state).
+
+Pause, cancel and quit stop a pull the way Ctrl-C stops ``localq pull``: the
+progress callback raises ``StopPull`` (a ``KeyboardInterrupt``), so
+``download.pull`` keeps the partial files for a resume and records the pull as
+interrupted; this module then records why in the pulls table: ``paused`` (space
+resumes it, here or after a restart), ``cancelled`` (its partial files are
+deleted) or ``queued`` (the app quit mid-pull: the next start resumes it).
+Resuming is pulling again: the download continues from the partial file with an
+HTTP Range request.
+
+Why plain daemon threads instead of Textual workers here: quitting must never
+wait on the network. A Textual thread worker is joined when the app exits, and
+a stalled connection would hold the exit for up to the read timeout; a daemon
+thread is not. Quitting asks each pull to stop, gives them a moment, and marks
+what is left ``queued`` itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from localq.cache import human_size
+from localq.errors import LocalqError
+from localq.tui.screens.base import SectionScreen, index_db, show_error
+
+ACTIVE = ("queued", "starting", "running", "verifying")
+BAR_WIDTH = 16
+
+
+class StopPull(KeyboardInterrupt):
+    """Raised in a pull's progress callback to stop it like Ctrl-C (partials kept)."""
+
+
+@dataclass
+class PullJob:
+    """One pull as the app sees it."""
+
+    id: int
+    ref: str
+    state: str = "queued"          # queued, starting, running, verifying, done, failed, paused, cancelled
+    done: int = 0
+    total: int = 0
+    rate: float = 0.0
+    eta: float | None = None
+    error: str | None = None
+    message: str | None = None
+    variant: str | None = None
+    files: list[dict] = field(default_factory=list)   # the plan's files: path, size, sha256
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str = ""
+    thread: threading.Thread | None = None
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    last_post: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+class PullChanged(Message):
+    """A pull's job changed (progress or state)."""
+
+    def __init__(self, job: PullJob) -> None:
+        super().__init__()
+        self.job = job
+
+
+# --- the pulls table ------------------------------------------------------------------
+
+
+def mark_pull(db, ref: str, status: str, error: str | None = None) -> None:
+    """Record ``status`` on the newest pulls row of ``ref`` (download.pull wrote it as interrupted)."""
+    from localq.store.db import write_transaction
+
+    with write_transaction(db):
+        db.execute(
+            "UPDATE pulls SET status = ?, error = ? WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = ?)",
+            [status, error, ref],
+        )
+
+
+def pulls_to_resume(db) -> list[str]:
+    """References whose newest pull was stopped by quitting the app (``queued``): resumed at start."""
+    rows = db.execute(
+        "SELECT ref, status FROM pulls p WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = p.ref) ORDER BY id"
+    ).fetchall()
+    return [ref for ref, status in rows if status == "queued"]
+
+
+def recent_pulls(db, limit: int = 50) -> list[dict]:
+    """The newest pull of each reference, newest first: ref, status, bytes, error."""
+    rows = db.execute(
+        "SELECT ref, status, bytes_done, bytes_total, error, started FROM pulls p"
+        " WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = p.ref) ORDER BY id DESC LIMIT ?", [limit],
+    ).fetchall()
+    return [dict(zip(("ref", "status", "done", "total", "error", "started"), row)) for row in rows]
+
+
+# --- the manager --------------------------------------------------------------------
+
+
+class PullManager:
+    """The app's pulls: start, pause, resume, cancel; their progress as messages to the app."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.jobs: dict[int, PullJob] = {}
+        self.max_rate: float | None = None
+        self._next_id = 1
+
+    def job_for(self, ref: str) -> PullJob | None:
+        return next((j for j in self.jobs.values() if j.ref == ref), None)
+
+    def start(self, ref: str) -> PullJob:
+        """Pull ``ref`` (resuming it if it was stopped before); one job per reference."""
+        job = self.job_for(ref)
+        if job is not None and job.active:
+            return job
+        if job is None:
+            job = PullJob(self._next_id, ref)
+            self._next_id += 1
+            self.jobs[job.id] = job
+        job.state, job.error, job.message, job.stop_reason = "starting", None, None, ""
+        job.stop = threading.Event()
+        job.samples = []
+        job.thread = threading.Thread(target=self._run, args=(job,), name=f"localq-tui-pull-{job.id}", daemon=True)
+        job.thread.start()
+        self._changed(job, force=True)
+        return job
+
+    def pause(self, job: PullJob) -> None:
+        if job.active:
+            job.stop_reason = "paused"
+            job.stop.set()
+
+    def cancel(self, job: PullJob) -> None:
+        if job.active:
+            job.stop_reason = "cancelled"
+            job.stop.set()
+        elif job.state in ("paused", "failed"):
+            self._forget_partials(job)
+            self._mark(job.ref, "cancelled", None)
+            job.state = "cancelled"
+            self._changed(job, force=True)
+
+    def stop_all(self, wait_s: float = 2.0) -> None:
+        """On quit: stop every running pull and leave it ``queued`` for the next start."""
+        running = [j for j in self.jobs.values() if j.active]
+        for job in running:
+            job.stop_reason = "quit"
+            job.stop.set()
+        deadline = time.monotonic() + wait_s
+        for job in running:
+            if job.thread is not None:
+                job.thread.join(max(0.0, deadline - time.monotonic()))
+            if job.thread is None or job.thread.is_alive():
+                self._mark(job.ref, "queued", None)  # stuck on the network: marked from here
+
+    # --- the pull's thread ----------------------------------------------------------
+
+    def _run(self, job: PullJob) -> None:
+        from localq.download import pull
+
+        try:
+            with index_db() as db:
+                result = pull(job.ref, db=db, max_rate=self.max_rate, on_progress=lambda e: self._progress(job, e))
+        except StopPull:
+            reason = job.stop_reason or "paused"
+            state = {"quit": "queued"}.get(reason, reason)
+            if reason == "cancelled":
+                self._forget_partials(job)
+            self._mark(job.ref, state, None)
+            job.state = state  # last: whoever sees the state sees its record and files settled
+        except LocalqError as exc:
+            job.state, job.error = "failed", exc.one_line()
+            self.app.call_from_thread(show_error, self.app, exc)
+        except Exception as exc:  # an unexpected failure is shown, never a crash of the app
+            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.app.call_from_thread(show_error, self.app, exc)
+        else:
+            job.state, job.variant = "done", result.variant.ref
+            job.done = job.total = result.variant.size if not job.total else job.total
+            note = "already up to date" if result.status == "up to date" else "pulled"
+            self.app.call_from_thread(self.app.notify, f"{note} {result.variant.ref}")
+            self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
+        self._changed(job, force=True)
+
+    def _progress(self, job: PullJob, event) -> None:
+        """``on_progress`` of download.pull: update the job; stop the pull if asked."""
+        if job.stop.is_set():
+            raise StopPull()
+        kind = event.event
+        if kind == "plan":
+            job.total = event.total
+            job.files = list((event.plan or {}).get("files", []))
+            job.message = event.message
+            job.state = "running"
+        elif kind == "start":
+            job.state = "running"
+        elif kind in ("progress", "file_done"):
+            job.done = event.overall_done
+            job.total = event.overall_total or job.total
+            if job.state not in ("running", "verifying"):
+                job.state = "running"
+            self._measure(job)
+        elif kind == "verify":
+            job.state = "verifying"
+            job.message = f"checking {event.file} found in the Hugging Face cache"
+        elif kind == "retry":
+            job.message = f"retrying: {event.message}"
+        elif kind == "waiting":
+            job.message = "another localq process is downloading the same file; waiting"
+        self._changed(job, force=kind != "progress")
+
+    def _measure(self, job: PullJob) -> None:
+        """The pull's rate over the last few seconds, and its ETA."""
+        now = time.monotonic()
+        job.samples.append((now, job.done))
+        while len(job.samples) > 2 and now - job.samples[0][0] > 3.0:
+            job.samples.pop(0)
+        t0, d0 = job.samples[0]
+        job.rate = (job.done - d0) / (now - t0) if now > t0 else 0.0
+        job.eta = (job.total - job.done) / job.rate if job.rate > 0 else None
+
+    def _changed(self, job: PullJob, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - job.last_post < 0.1:
+            return
+        job.last_post = now
+        self.app.post_message(PullChanged(job))
+
+    def _mark(self, ref: str, status: str, error: str | None) -> None:
+        try:
+            with index_db() as db:
+                mark_pull(db, ref, status, error)
+        except LocalqError:
+            pass  # the pull itself is stopped either way; only its record is stale
+
+    def _forget_partials(self, job: PullJob) -> None:
+        """Delete a cancelled pull's partial files (those named by their sha256)."""
+        from localq.download import partial_path
+        from localq.hub import RemoteFile
+
+        for f in job.files:
+            if f.get("sha256"):
+                partial_path(RemoteFile(f["path"], f["size"], f["sha256"], None, "")).unlink(missing_ok=True)
+
+
+# --- the screen -------------------------------------------------------------------------
+
+
+def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    """``██████░░░░ 63%``."""
+    share = min(1.0, done / total) if total else 0.0
+    filled = int(share * width)
+    return "█" * filled + "░" * (width - filled) + f" {share:4.0%}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+STATE_STYLES = {"done": "green", "failed": "red", "paused": "yellow", "cancelled": "dim", "queued": "dim"}
+
+
+class DownloadsScreen(SectionScreen):
+    """Pulls of this session and the last ones recorded: progress, rate, ETA, state."""
+
+    SECTION = "downloads"
+    TITLE_TEXT = "Downloads"
+    BINDINGS = [
+        Binding("space", "pause_resume", "pause/resume", tooltip="pause or resume the selected pull"),
+        Binding("x", "cancel", "cancel", tooltip="cancel the selected pull and delete its partial files"),
+        Binding("r", "retry", "retry", tooltip="retry the selected pull"),
+        Binding("l", "limit", "limit rate", tooltip="limit the download rate of new and resumed pulls"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[dict] = []
+
+    def compose_body(self) -> ComposeResult:
+        table = DataTable(id="downloads-table", cursor_type="row")
+        table.add_columns("MODEL", "PROGRESS", "BYTES", "RATE", "ETA", "STATE")
+        yield table
+        yield Static("", id="downloads-detail", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).focus()
+        self.load_history()
+
+    def index_changed(self) -> None:
+        self.load_history()
+
+    def load_history(self) -> None:
+        self.run_worker(self._read_history, thread=True, exclusive=True, group="downloads-history")
+
+    def _read_history(self) -> None:
+        try:
+            with index_db() as db:
+                rows = recent_pulls(db)
+        except LocalqError as exc:
+            self.app.call_from_thread(show_error, self.app, exc)
+            return
+        self.app.call_from_thread(self._show_history, rows)
+
+    def _show_history(self, rows: list[dict]) -> None:
+        self.history = rows
+        self.redraw()
+
+    def redraw(self) -> None:
+        table = self.query_one(DataTable)
+        selected = self.selected_ref()
+        table.clear()
+        jobs = list(self.app.pulls.jobs.values())
+        refs = {j.ref for j in jobs}
+        for job in reversed(jobs):
+            self._add(table, job.ref, job.done, job.total, job.rate if job.state == "running" else None,
+                      job.eta if job.state == "running" else None, job.state, job.error)
+        for row in self.history:
+            if row["ref"] in refs:
+                continue
+            state = "interrupted" if row["status"] == "cancelled" and row["error"] == "interrupted" else row["status"]
+            self._add(table, row["ref"], row["done"] or 0, row["total"] or 0, None, None, state, row["error"])
+        if selected is not None and selected in table.rows:
+            table.move_cursor(row=table.get_row_index(selected))
+        self.show_detail()
+
+    def _add(self, table, ref, done, total, rate, eta, state, error) -> None:
+        label = Text(state, style=STATE_STYLES.get(state, ""))  # a failure's reason is in the detail below
+        table.add_row(
+            ref, bar(done, total), f"{human_size(done)} / {human_size(total)}",
+            f"{human_size(rate)}/s" if rate else "—", duration(eta), label, key=ref,
+        )
+
+    def selected_ref(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def show_detail(self) -> None:
+        ref = self.selected_ref()
+        detail = self.query_one("#downloads-detail", Static)
+        job = self.app.pulls.job_for(ref) if ref else None
+        if ref is None:
+            detail.update("No pulls yet. Find a model in Discover (2) and press p to pull it.")
+        elif job is not None:
+            lines = [f"── {job.ref}"]
+            if job.message:
+                lines.append(job.message)
+            if job.error:
+                lines.append(job.error)
+            if job.variant:
+                lines.append(f"installed as {job.variant}: press 1 for Models")
+            detail.update("\n".join(lines))
+        else:
+            row = next((r for r in self.history if r["ref"] == ref), None)
+            detail.update(f"── {ref}\n{(row or {}).get('error') or ''}")
+
+    def on_data_table_row_highlighted(self) -> None:
+        self.show_detail()
+
+    def on_pull_changed(self, message: PullChanged) -> None:
+        self.redraw()
+
+    # --- actions ------------------------------------------------------------------
+
+    def action_pause_resume(self) -> None:
+        ref = self.selected_ref()
+        if ref is None:
+            return
+        job = self.app.pulls.job_for(ref)
+        if job is not None and job.active:
+            self.app.pulls.pause(job)
+        else:
+            self.app.start_pull(ref)
+
+    def action_cancel(self) -> None:
+        ref = self.selected_ref()
+        job = self.app.pulls.job_for(ref) if ref else None
+        if job is not None:
+            self.app.pulls.cancel(job)
+
+    def action_retry(self) -> None:
+        ref = self.selected_ref()
+        job = self.app.pulls.job_for(ref) if ref else None
+        if ref is not None and (job is None or not job.active):
+            self.app.start_pull(ref)
+
+    def action_limit(self) -> None:
+        from localq.tui.screens.dialogs import PromptDialog
+
+        current = self.app.pulls.max_rate
+
+        def answered(values: dict | None) -> None:
+            from localq.download import parse_rate
+
+            if values is None:
+                return
+            try:
+                self.app.pulls.max_rate = parse_rate(values["rate"] or None)
+            except LocalqError as exc:
+                show_error(self.app, exc)
+                return
+            rate = self.app.pulls.max_rate
+            self.notify(f"new and resumed pulls limited to {human_size(rate)}/s" if rate else "no rate limit",
+                        timeout=3)
+
+        self.app.push_screen(PromptDialog(
+            "Limit the download rate", [("rate", "Rate (like 500K, 5M; empty: no limit)", "no limit")],
+            values={"rate": f"{current:.0f}" if current else ""},
+        ), answered)

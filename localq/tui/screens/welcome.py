@@ -1,0 +1,128 @@
+"""The first-start screen: what this machine is, and what to do first.
+
+Shown when the index holds nothing but the starter model. It shows the probe
+as it runs (the app's probe worker; the machine's lines appear when it
+answers), then offers: chat with the starter model now, the catalog filtered
+to what fits (recommended first), and the few pulls the recommender likes
+best here: the largest catalog models that fit and still run at a comfortable
+speed, each with its quant, size and estimated tokens/s.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Label, LoadingIndicator, OptionList, Static
+from textual.widgets.option_list import Option
+
+from localq.cache import human_size
+from localq.tui.widgets.topbar import machine_summary
+
+COMFORTABLE_TPS = 8.0   # a reply you read as it is written
+SUGGESTIONS = 4
+
+
+def suggested_pulls(profile, models) -> list[tuple[object, object]]:
+    """(catalog model, plan) for the best pulls here: fits, comfortable speed, biggest first."""
+    from localq.recommend import recommend
+
+    found = []
+    for model in models:
+        choice = recommend(profile, model).choice
+        if choice is not None and choice.fits and choice.tokens_per_second >= COMFORTABLE_TPS:
+            found.append((model, choice))
+    found.sort(key=lambda mc: -mc[0].parameters)
+    return found[:SUGGESTIONS]
+
+
+class WelcomeScreen(Screen):
+    """First start: the machine, the starter model, the recommended pulls."""
+
+    CLOSE_ON_SECTION = True  # a section key closes it and opens that section
+    BINDINGS = [
+        Binding("c", "chat", "chat now", tooltip="chat with the starter model now"),
+        Binding("d", "discover", "discover", tooltip="browse the models that fit this machine"),
+        Binding("escape", "close", "my models", tooltip="close the welcome screen"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        from localq.starter import STARTER_REF
+        from localq.tui.app import SECTIONS
+
+        with VerticalScroll(id="welcome"):
+            yield Label("Welcome to localq: language models that run on this machine", id="welcome-title")
+            yield Static(
+                f"  c    chat with {STARTER_REF} now (the starter model: installed, no download)\n"
+                "  d    browse the models that fit this machine, recommended first\n"
+                f"  esc  your models; 1-{len(SECTIONS)} open the sections; ? lists every key",
+                markup=False,
+            )
+            yield Label("This machine", classes="welcome-head")
+            yield LoadingIndicator(id="welcome-probing")
+            yield Static("", id="welcome-machine", markup=False)
+            yield Label("Recommended pulls here (enter pulls one)", classes="welcome-head")
+            with Vertical(id="welcome-pulls-box"):
+                yield OptionList(id="welcome-pulls")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "profile", self.show_profile)
+        self.query_one(OptionList).focus()
+
+    def show_profile(self, profile) -> None:
+        if profile is None:
+            return
+        from localq.catalog import load_catalog
+        from localq.tui.screens.discover import pull_ref
+
+        self.query_one("#welcome-probing").display = False
+        lines = [machine_summary(profile)]
+        if profile.bandwidth_gbps:
+            lines.append(f"memory bandwidth {profile.bandwidth_gbps:.1f} GB/s")
+        for name, backend in profile.backends.items():
+            lines.append(f"{'✓' if backend.available else '✗'} {backend.reason}")
+        self.query_one("#welcome-machine", Static).update("\n".join(lines))
+        options = self.query_one(OptionList)
+        options.clear_options()
+        try:
+            suggestions = suggested_pulls(profile, load_catalog())
+        except Exception as exc:
+            from localq.tui.screens.base import show_error
+
+            show_error(self.app, exc)
+            return
+        for model, plan in suggestions:
+            ref = pull_ref(model, plan.quant)
+            if ref is None:
+                continue
+            text = (f"★ {model.ref:<17} {plan.quant.upper():<7} {human_size(plan.weights_bytes):>9}  "
+                    f"about {plan.tokens_per_second:.0f} tokens/s")
+            options.add_option(Option(text, id=ref))
+        if not suggestions:
+            options.add_option(Option("nothing in the catalog runs comfortably here; the starter model does",
+                                       disabled=True))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.app.start_pull(event.option.id)
+
+    def action_chat(self) -> None:
+        from localq.starter import STARTER_REF
+
+        self.app.run_worker(self._open_chat(STARTER_REF))  # the app's: this screen closes on the way
+
+    async def _open_chat(self, ref: str) -> None:
+        chat = await self.app.open_section("chat")
+        chat.open_model(ref)
+
+    def action_discover(self) -> None:
+        self.app.run_worker(self._open_discover())
+
+    async def _open_discover(self) -> None:
+        discover = await self.app.open_section("discover")
+        if not discover.fits_only:
+            discover.action_toggle_fits()
+
+    def action_close(self) -> None:
+        self.app.pop_screen()
