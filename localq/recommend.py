@@ -446,6 +446,11 @@ def _gpu(profile: HardwareProfile, runtime: Runtime) -> GpuInfo | None:
     return profile.best_gpu(vendor) if runtime.device in ("cuda", "rocm", "vulkan") else None
 
 
+def host_overhead_bytes(spec: ModelSpec) -> int:
+    """Memory a load takes besides weights and KV cache: the process, scratch, the logits buffer."""
+    return RUNTIME_BASE + SCRATCH + BATCH * spec.vocab_size * 4
+
+
 def plan(profile: HardwareProfile, spec: ModelSpec, quant: Quant, runtime: Runtime, context: int,
          measured: dict[str, float] | None = None) -> Plan:
     """Estimate memory, fit, speed and quality of ``quant`` on ``runtime`` at ``context``."""
@@ -459,7 +464,7 @@ def plan(profile: HardwareProfile, spec: ModelSpec, quant: Quant, runtime: Runti
     notes: list[str] = []
 
     if runtime.device == "cpu":
-        overhead = RUNTIME_BASE + SCRATCH + logits
+        overhead = host_overhead_bytes(spec)
         gpu_bytes, host = 0, weights + kv + overhead
         pool = "RAM"
         budget, now = ram_budget(profile)
@@ -467,7 +472,7 @@ def plan(profile: HardwareProfile, spec: ModelSpec, quant: Quant, runtime: Runti
         seconds = (read_weights + kv) / cpu_rate
         device = "cpu"
     elif runtime.device == "metal":
-        overhead = RUNTIME_BASE + SCRATCH + logits
+        overhead = host_overhead_bytes(spec)
         gpu_bytes, host = weights + kv + overhead, 0
         pool = "unified memory"
         budget, now = apple_budget(profile)

@@ -45,8 +45,6 @@ from localq.errors import BackendError, LocalqError
 DEFAULT_CONTEXT = 4096
 GiB = 2**30
 # Compute buffers and runtime on top of weights and KV cache, as a share of the weights plus a floor.
-OVERHEAD_SHARE = 0.10
-OVERHEAD_BYTES = 128 * 2**20
 INSTALL_HINT = "install it with `pip install 'localq[llamacpp]'`"
 
 
@@ -91,18 +89,19 @@ def gguf_parts(model) -> list[Path]:
     return [blob_path(f.sha256) for f in ordered] or [model_path_of(model)[0]]
 
 
-def kv_cache_bytes(info, n_ctx: int) -> int:
-    """Bytes of an F16 KV cache for ``n_ctx`` tokens: keys and values, every layer."""
-    layers = info.block_count or 0
-    kv_heads = info.head_count_kv or info.head_count or 0
-    head_dim = info.head_dim or 0
-    return 2 * layers * n_ctx * kv_heads * head_dim * 2
+def estimate_memory(info, n_ctx: int, weights: int | None = None) -> tuple[int, int] | None:
+    """(bytes a CPU load needs, of which KV cache), by the recommender's own estimate.
 
+    None when the file's metadata lacks the numbers (llama.cpp then has its say).
+    """
+    from localq.recommend import ModelSpec, host_overhead_bytes
 
-def estimate_memory(info, n_ctx: int, weights: int | None = None) -> int:
-    """Bytes of memory a CPU load needs: weights (all parts of a split set), KV cache, compute buffers."""
-    weights = weights or info.size_bytes
-    return int(weights * (1 + OVERHEAD_SHARE) + kv_cache_bytes(info, n_ctx) + OVERHEAD_BYTES)
+    try:
+        spec = ModelSpec.from_gguf_info(info)
+    except LocalqError:
+        return None
+    kv = spec.kv_bytes(n_ctx)
+    return (weights or info.size_bytes) + kv + host_overhead_bytes(spec), kv
 
 
 def check_fits(info, n_ctx: int, available: int | None = None, profile=None, weights: int | None = None,
@@ -120,11 +119,14 @@ def check_fits(info, n_ctx: int, available: int | None = None, profile=None, wei
 
         available = psutil.virtual_memory().available
     weights = weights or info.size_bytes
-    need = estimate_memory(info, n_ctx, weights)
+    estimate = estimate_memory(info, n_ctx, weights)
+    if estimate is None:
+        return
+    need, kv = estimate
     if need > available:
         raise LocalqError(
             f"{name or info.path.name} needs about {need / GiB:.1f} GiB of memory with a {n_ctx}-token context "
-            f"(weights {weights / GiB:.1f} GiB, KV cache {kv_cache_bytes(info, n_ctx) / GiB:.1f} GiB); "
+            f"(weights {weights / GiB:.1f} GiB, KV cache {kv / GiB:.1f} GiB); "
             f"{available / GiB:.1f} GiB is available",
             "pick a smaller quant (`localq recommend MODEL`), a smaller --ctx, or close other programs",
         )
