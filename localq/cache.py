@@ -56,6 +56,28 @@ def remove(db, ref: str) -> tuple[list[Variant], int]:
     return variants, freed
 
 
+def space_freed(variant, variants) -> tuple[int, bool]:
+    """Bytes of disk that removing ``variant`` frees, and whether some of its files are hardlinked elsewhere.
+
+    A blob another variant also uses stays; a blob whose file has other hard
+    links (the original the import linked to) frees no disk space when removed.
+    """
+    shared = {f.sha256 for v in variants if v.id != variant.id for f in v.files}
+    freed, linked = 0, False
+    for f in {f.sha256: f for f in variant.files}.values():
+        if f.sha256 in shared:
+            continue
+        path = blobs.blob_path(f.sha256)
+        try:
+            if path.stat().st_nlink > 1:
+                linked = True
+                continue
+        except OSError:
+            continue
+        freed += f.size
+    return freed, linked
+
+
 @dataclass
 class PrunePlan:
     orphan_blobs: dict[str, int] = field(default_factory=dict)  # sha256 -> size

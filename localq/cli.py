@@ -127,11 +127,15 @@ def rm_command(ref: str, yes: bool) -> None:
     from localq import cache
     from localq.store.index import find, resolve
 
+    from localq.store.index import list_variants
+
     db = open_db()
     variants = find(db, ref) or [resolve(db, ref)]
     names = ", ".join(v.ref for v in variants)
-    size = cache.human_size(sum(v.size for v in variants))
-    if not yes and not confirm(f"Remove {names} ({size})?"):
+    others = [v for v in list_variants(db) if v not in variants]
+    freed = [cache.space_freed(v, others) for v in variants]
+    note = " (hardlinked from elsewhere: that copy stays)" if any(linked for _, linked in freed) else ""
+    if not yes and not confirm(f"Remove {names}, freeing {cache.human_size(sum(f for f, _ in freed))}{note}?"):
         click.echo("Nothing removed.")
         return
     removed, freed = cache.remove(db, ref)

@@ -965,3 +965,34 @@ def _partial_bytes(db, ref_text: str) -> tuple[int, int] | None:
         partial = get_paths().partials / f"{f['key']}.partial"
         kept += partial.stat().st_size if partial.is_file() else 0
     return (kept, total) if kept else None
+
+
+# --- the pulls table ------------------------------------------------------------------
+
+
+def mark_pull(db, ref: str, status: str, error: str | None = None) -> None:
+    """Record ``status`` on the newest pulls row of ``ref`` (``pull`` wrote it as interrupted); the app's pause and cancel use it."""
+    from localq.store.db import write_transaction
+
+    with write_transaction(db):
+        db.execute(
+            "UPDATE pulls SET status = ?, error = ? WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = ?)",
+            [status, error, ref],
+        )
+
+
+def pulls_to_resume(db) -> list[str]:
+    """References whose newest pull was stopped by quitting the app (``queued``): resumed at start."""
+    rows = db.execute(
+        "SELECT ref, status FROM pulls p WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = p.ref) ORDER BY id"
+    ).fetchall()
+    return [ref for ref, status in rows if status == "queued"]
+
+
+def recent_pulls(db, limit: int = 50) -> list[dict]:
+    """The newest pull of each reference, newest first: ref, status, bytes, error."""
+    rows = db.execute(
+        "SELECT ref, status, bytes_done, bytes_total, error, started FROM pulls p"
+        " WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = p.ref) ORDER BY id DESC LIMIT ?", [limit],
+    ).fetchall()
+    return [dict(zip(("ref", "status", "done", "total", "error", "started"), row)) for row in rows]

@@ -53,6 +53,8 @@ def test_import_cli_with_name_then_ls_show_rm(tmp_home, smollm2_gguf):
     shown = json.loads(run("show", "mysmol", "--json").output)
     assert shown["architecture"] == "llama" and shown["block_count"] == 30
     result = run("rm", "mysmol", input="n\n")  # asks; "n" keeps it
+    # The starter holds the same bytes, so removing mysmol frees nothing.
+    assert "Remove mysmol:q4_1, freeing 0 B?" in result.output
     assert "Nothing removed" in result.output
     result = run("rm", "mysmol", "-y")
     assert result.exit_code == 0 and "Removed mysmol:q4_1" in result.output
@@ -272,3 +274,27 @@ def test_readonly_cache(mounted_tmpfs, monkeypatch, smollm2_gguf):
     assert len(error_lines) == 1 and "the cache directory is read-only" in error_lines[0]
     listing = CliRunner().invoke(cli, ["ls", "--json"])  # reading still works
     assert listing.exit_code == 0 and listing.stdout.strip().endswith("[]")
+
+
+def test_space_freed_counts_only_what_removal_gives_back(tmp_home, tmp_path, smollm2_gguf):
+    from localq.cache import space_freed
+
+    data = bytearray(smollm2_gguf.read_bytes()[:2_000_000])
+    data[-1] ^= 0xFF
+    linked_src = tmp_path / "linked.bin"
+    linked_src.write_bytes(bytes(data))
+    copied = tmp_path / "copied.bin"
+    copied.write_bytes(bytes(data[:-1]) + b"x")
+    db = open_index()
+    sha_l, _ = blobs.add_file(linked_src, link=True)   # the original keeps a second link
+    sha_c, _ = blobs.add_file(copied, link=False)
+    from localq.store.index import FileEntry, add_variant
+
+    a = add_variant(db, model="a", source_kind="import", quant="q4_0", format="gguf", files=[FileEntry("a.gguf", sha_l, len(data))])
+    b = add_variant(db, model="b", source_kind="import", quant="q4_0", format="gguf", files=[FileEntry("b.gguf", sha_c, len(data))])
+    assert space_freed(a, [a, b]) == (0, True)
+    assert space_freed(b, [a, b]) == (len(data), False)
+    c = add_variant(db, model="c", source_kind="import", quant="q4_0", format="gguf", files=[FileEntry("c.gguf", sha_c, len(data))])
+    assert space_freed(b, [a, b, c]) == (0, False)  # c still uses the blob
+    result = run("rm", "a", input="n\n")
+    assert "freeing 0 B (hardlinked from elsewhere: that copy stays)?" in result.output

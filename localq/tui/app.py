@@ -146,7 +146,7 @@ class LocalqApp(App):
         from localq.starter import STARTER_REF, ensure_starter
         from localq.store.index import list_variants
         from localq.tui.screens.base import index_db, report_error
-        from localq.tui.screens.downloads import pulls_to_resume
+        from localq.download import pulls_to_resume
 
         try:
             with index_db() as db:

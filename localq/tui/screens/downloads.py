@@ -80,37 +80,6 @@ class PullChanged(Message):
         self.job = job
 
 
-# --- the pulls table ------------------------------------------------------------------
-
-
-def mark_pull(db, ref: str, status: str, error: str | None = None) -> None:
-    """Record ``status`` on the newest pulls row of ``ref`` (download.pull wrote it as interrupted)."""
-    from localq.store.db import write_transaction
-
-    with write_transaction(db):
-        db.execute(
-            "UPDATE pulls SET status = ?, error = ? WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = ?)",
-            [status, error, ref],
-        )
-
-
-def pulls_to_resume(db) -> list[str]:
-    """References whose newest pull was stopped by quitting the app (``queued``): resumed at start."""
-    rows = db.execute(
-        "SELECT ref, status FROM pulls p WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = p.ref) ORDER BY id"
-    ).fetchall()
-    return [ref for ref, status in rows if status == "queued"]
-
-
-def recent_pulls(db, limit: int = 50) -> list[dict]:
-    """The newest pull of each reference, newest first: ref, status, bytes, error."""
-    rows = db.execute(
-        "SELECT ref, status, bytes_done, bytes_total, error, started FROM pulls p"
-        " WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = p.ref) ORDER BY id DESC LIMIT ?", [limit],
-    ).fetchall()
-    return [dict(zip(("ref", "status", "done", "total", "error", "started"), row)) for row in rows]
-
-
 # --- the manager --------------------------------------------------------------------
 
 
@@ -245,6 +214,8 @@ class PullManager:
         self.app.post_message(PullChanged(job))
 
     def _mark(self, ref: str, status: str, error: str | None) -> None:
+        from localq.download import mark_pull
+
         try:
             with index_db() as db:
                 mark_pull(db, ref, status, error)
@@ -318,6 +289,8 @@ class DownloadsScreen(SectionScreen):
         self.run_worker(self._read_history, thread=True, exclusive=True, group="downloads-history")
 
     def _read_history(self) -> None:
+        from localq.download import recent_pulls
+
         try:
             with index_db() as db:
                 rows = recent_pulls(db)

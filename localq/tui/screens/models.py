@@ -50,30 +50,6 @@ def ago(stamp: str | None, now: datetime.datetime | None = None) -> str:
     return "yesterday" if days == 1 else f"{days} days ago"
 
 
-def space_freed(variant, variants) -> tuple[int, bool]:
-    """Bytes of disk that removing ``variant`` frees, and whether some of its files are hardlinked elsewhere.
-
-    A blob another variant also uses stays; a blob whose file has other hard
-    links (the original the import linked to) frees no disk space when removed.
-    """
-    from localq.store import blobs
-
-    shared = {f.sha256 for v in variants if v.id != variant.id for f in v.files}
-    freed, linked = 0, False
-    for f in {f.sha256: f for f in variant.files}.values():
-        if f.sha256 in shared:
-            continue
-        path = blobs.blob_path(f.sha256)
-        try:
-            if path.stat().st_nlink > 1:
-                linked = True
-                continue
-        except OSError:
-            continue
-        freed += f.size
-    return freed, linked
-
-
 def detail_line(info, variant) -> str:
     """One line about a model: architecture, size, layers, context, attention, template, digest."""
     from localq.catalog import format_parameters
@@ -286,6 +262,8 @@ class ModelsScreen(SectionScreen):
         variant = self.selected()
         if variant is None:
             return
+        from localq.cache import space_freed
+
         freed, linked = space_freed(variant, self.variants)
         detail = f"This frees {human_size(freed)} of disk space."
         if linked:
