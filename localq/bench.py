@@ -38,6 +38,7 @@ class BenchResult:
     decode_tps: float
     ttft_s: float
     peak_memory: int        # bytes
+    flash_attn: str = "auto"  # the load option it ran with: auto, on or off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +88,7 @@ def bench(db, ref: str, *, prompt_tokens: int = 128, decode_tokens: int = 64,
             model=session.model_ref, backend=session.backend_name, threads=session.n_threads, n_ctx=session.n_ctx,
             load_s=session.load_s, prompt_tokens=len(prompt), prompt_tps=done.prompt_tokens_per_s,
             decode_tokens=done.completion_tokens, decode_tps=done.tokens_per_s, ttft_s=done.ttft_s or 0.0,
-            peak_memory=peak_rss(),
+            peak_memory=peak_rss(), flash_attn=(options or LoadOptions()).flash_attn,
         )
         if record and session.variant_id is not None:
             record_benchmark(db, session.variant_id, result)
@@ -101,10 +102,11 @@ def record_benchmark(db, variant_id: int, result: BenchResult) -> int:
     with write_transaction(db):
         return db.execute(
             "INSERT INTO benchmarks (variant_id, backend, prompt_tokens, prompt_tps, decode_tokens, decode_tps,"
-            " ttft_s, load_s, peak_memory, threads, params, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ttft_s, load_s, peak_memory, threads, params, flash_attn, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [variant_id, result.backend, result.prompt_tokens, result.prompt_tps, result.decode_tokens,
              result.decode_tps, result.ttft_s, result.load_s, result.peak_memory, result.threads,
-             json.dumps({"n_ctx": result.n_ctx}), now()],
+             json.dumps({"n_ctx": result.n_ctx}), result.flash_attn, now()],
         ).lastrowid
 
 

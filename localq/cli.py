@@ -713,6 +713,11 @@ def pull_command(ctx: click.Context, ref: str, revision, max_rate, offline: bool
 _PARAM_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
 
 
+FLASH_ATTN_OPTION = click.option(
+    "--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+    help="Flash attention (llama.cpp): auto uses it where the device supports it.")
+
+
 def generation_options(fn):
     """The sampling and loading options that `run` and `chat` share."""
     options = [
@@ -726,6 +731,7 @@ def generation_options(fn):
         click.option("--max-tokens", type=int, help="Stop a reply after this many tokens."),
         click.option("--ctx", "n_ctx", type=int, help="Context size in tokens (default 4096, or the model's if smaller)."),
         click.option("--threads", type=int, help="CPU threads (default: the physical cores)."),
+        FLASH_ATTN_OPTION,
         click.option("--no-history", is_flag=True, help="Do not record this chat in the history."),
     ]
     for option in reversed(options):
@@ -746,7 +752,8 @@ def load_options(opts: dict, base: dict | None = None):
     from localq.backends.base import LoadOptions
 
     base = base or {}
-    options = LoadOptions(n_ctx=opts.get("n_ctx") or base.get("n_ctx"), n_threads=opts.get("threads"))
+    options = LoadOptions(n_ctx=opts.get("n_ctx") or base.get("n_ctx"), n_threads=opts.get("threads"),
+                          flash_attn=opts.get("flash_attn") or "auto")
     options.validate()
     return options
 
@@ -894,18 +901,21 @@ def history_export(chat_id: int, fmt: str, output: str | None) -> None:
 @click.option("--decode-tokens", type=int, default=64, show_default=True, help="Tokens to generate.")
 @click.option("--ctx", "n_ctx", type=int, help="Context size (default as for `run`).")
 @click.option("--threads", type=int, help="CPU threads (default: the physical cores).")
+@FLASH_ATTN_OPTION
 @click.option("--no-save", is_flag=True, help="Do not store the result in the index.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def bench_command(model, prompt_tokens, decode_tokens, n_ctx, threads, no_save, as_json) -> None:
+def bench_command(model, prompt_tokens, decode_tokens, n_ctx, threads, flash_attn, no_save, as_json) -> None:
     """Measure MODEL here: load time, prompt and decode tokens/s, first token, peak memory."""
     from localq.bench import bench
     from localq.cache import human_size
 
     result = bench(open_db(), model, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens,
-                   options=load_options({"n_ctx": n_ctx, "threads": threads}), record=not no_save)
+                   options=load_options({"n_ctx": n_ctx, "threads": threads, "flash_attn": flash_attn}),
+                   record=not no_save)
     if as_json:
         return print_json(result.to_dict())
-    click.echo(f"{result.model} on {result.backend}, {result.threads} threads, context {result.n_ctx}")
+    click.echo(f"{result.model} on {result.backend}, {result.threads} threads, context {result.n_ctx}, "
+               f"flash attention {result.flash_attn}")
     click.echo(f"  load         {result.load_s:.2f} s")
     click.echo(f"  prompt       {result.prompt_tokens} tokens at {result.prompt_tps:.1f} tokens/s")
     click.echo(f"  decode       {result.decode_tokens} tokens at {result.decode_tps:.1f} tokens/s")

@@ -69,6 +69,7 @@ FALLBACK_QUANT_ORDER = (
 
 _SPLIT_RE = re.compile(r"^(?P<base>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 _QUANT_WORD_RE = re.compile(r"^(i?q\d+(_[a-z0-9]+)*|tq\d_\d|mxfp4(_moe)?|bf16|fp16|f16|fp32|f32)$")
+_HEX_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _TAG_FILLER_WORDS = {"instruct", "it", "chat", "latest"}
 
 
@@ -85,11 +86,13 @@ class RemoteFile:
     @property
     def key(self) -> str:
         """A name for this exact content, stable across processes: names its partial download."""
-        if self.sha256:
+        # Only a well-formed digest names a file as it is: a listing's text never becomes a path.
+        if self.sha256 and _HEX_RE.fullmatch(self.sha256):
             return f"sha256-{self.sha256}"
-        if self.git_oid:
+        if self.git_oid and _HEX_RE.fullmatch(self.git_oid):
             return f"git-{self.git_oid}"
-        return "url-" + hashlib.sha256(self.url.encode()).hexdigest()
+        ids = f"{self.sha256}\0{self.git_oid}\0{self.url}"
+        return "url-" + hashlib.sha256(ids.encode("utf-8", "surrogatepass")).hexdigest()
 
     @property
     def relpath(self) -> str:

@@ -14,9 +14,9 @@ A reference is one of:
   or ends in ``.gguf``.
 
 A part that a separator promised but that is empty is an error
-(``hf.co/org/:q4`` -> "empty repository name"), never a silent default. Every
-reference that is not a path maps to a relative ``storage_key`` made only of
-validated parts, so no reference can name a place outside the cache.
+(``hf.co/org/:q4`` -> "empty repository name"), never a silent default. No
+reference names a place on disk: the store files models by content digest
+(``localq.store.blobs``), never by what the user typed.
 """
 
 from __future__ import annotations
@@ -117,14 +117,6 @@ class ModelRef:
     def repo_id(self) -> str:
         """``ORG/REPO`` for Hub references."""
         return f"{self.org}/{self.repo}" if self.kind == "hf" else ""
-
-    def storage_key(self) -> str:
-        """A relative path made of validated parts only, for caches keyed by reference."""
-        if self.kind == "catalog":
-            return "/".join(["library", self.name, self.tag or "latest"])
-        if self.kind == "hf":
-            return "/".join(["hf", self.org, self.repo, self.hf_quant or "default"])
-        raise InvalidReference(f"a file path has no place in the cache: {self.path!r}")
 
     def format(self) -> str:
         """The canonical text of the reference; ``parse(ref.format()) == ref``."""

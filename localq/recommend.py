@@ -36,9 +36,12 @@ None of them picks a quant that loses more than 0.7 perplexity (Q2_K; Q3_K_M
 and better pass) unless the user names it: a smaller model at a good quant
 serves better, and the recommendation then says which.
 
-The choice follows the hardware, also when its backend is not installed yet
-(the plan says what to install); ``runnable_now`` is the best plan among the
-backends installed, for callers that must run something now.
+Only runnable plans are chosen: a plan is runnable when its backend is
+registered through the ``localq.backends`` entry points, its libraries are
+found and the hardware suits it (``backend_state``). The others stay in the
+list, marked not ready, with why and what to install (``setup``); when another
+package registers the mlx or torch_int4 backend, their plans become runnable
+with no change here. ``runnable_now`` equals ``choice`` (kept for callers).
 
 Decisions: a context longer than the model's trained context is an error, not
 a silent clamp: a plan for tokens the model cannot attend to would mislead.
@@ -334,7 +337,7 @@ class Recommendation:
     choice: Plan | None
     reason: str                            # one sentence
     plans: list[Plan]                      # every candidate, fitting ones first, best first
-    runnable_now: Plan | None = None       # the best plan on an installed backend
+    runnable_now: Plan | None = None       # the same as choice: only runnable plans are chosen
     warnings: list[str] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
     largest_context: int | None = None     # when nothing fits: the longest context that would
@@ -378,17 +381,42 @@ def _backend(profile: HardwareProfile, name: str):
     return profile.backends.get(name)
 
 
+def backend_state(profile: HardwareProfile, name: str, device: str | None = None) -> tuple[bool, str]:
+    """(runnable, why not and what to install) for backend ``name`` on ``device``.
+
+    Runnable means: registered through the ``localq.backends`` entry points of
+    this environment, its libraries found (the profile's probe says so) and the
+    hardware suited (the profile's device). Nothing here names a backend: a
+    backend that another package registers becomes runnable with no change.
+    """
+    from localq.probe.backends import INSTALL_ADVICE, not_registered, registered_backends
+
+    if name not in registered_backends():
+        return False, not_registered(name)
+    info = _backend(profile, name)
+    if info is None or not info.available:
+        why = info.reason if info and info.reason else f"{name} was not found"
+        advice = INSTALL_ADVICE.get(name)
+        return False, why if not advice or advice in why else f"{why}; {advice}"
+    if device is not None and info.device != device:
+        return False, info.reason or f"{name} runs on {info.device} here, not {device}"
+    return True, ""
+
+
 def runtimes(profile: HardwareProfile) -> tuple[list[Runtime], list[str]]:
-    """The backends this machine should use, best first, and the assumptions made."""
+    """The backends this machine could use, best first, and the assumptions made.
+
+    Each Runtime says whether it is runnable here (``ready``) and, when not,
+    why and what to install (``setup``); ``choose`` picks only ready ones.
+    """
     assumptions: list[str] = []
     found: list[Runtime] = []
-    llama = _backend(profile, "llamacpp")
-    llama_installed = bool(llama and llama.available)
 
-    def llama_ready(device: str) -> bool:
-        return llama_installed and llama.device == device
-
-    llama_setup = "pip install 'localq[llamacpp]'" if not llama_installed else ""
+    def add(backend: str, device: str, why: str, rebuild: str = "") -> None:
+        ready, setup = backend_state(profile, backend, device)
+        if not ready and rebuild and backend_state(profile, backend)[0]:
+            setup = rebuild   # installed, but built for another device
+        found.append(Runtime(backend, device, len(found), ready, why, setup))
 
     nvidia = profile.best_gpu("nvidia")
     amd = profile.best_gpu("amd")
@@ -400,37 +428,29 @@ def runtimes(profile: HardwareProfile) -> tuple[list[Runtime], list[str]]:
             assumptions.append(f"{gpu.name}'s memory is unknown, so plans leave it out")
     nvidia = nvidia if nvidia and nvidia.memory_total else None
     amd = amd if amd and amd.memory_total else None
+    rebuild = "reinstall llama-cpp-python built for it: CMAKE_ARGS='{}' pip install --force-reinstall --no-cache-dir llama-cpp-python"
 
     if profile.apple:
-        mlx = _backend(profile, "mlx")
         chip = profile.apple.chip
-        found.append(Runtime("mlx", "metal", 0, bool(mlx and mlx.available and mlx.device == "metal"),
-                             f"MLX is the native runtime on {chip}", "pip install 'localq[mlx]'"))
-        found.append(Runtime("llamacpp", "metal", 1, llama_ready("metal"),
-                             f"llama.cpp runs on {chip}'s GPU through Metal",
-                             llama_setup or "reinstall llama-cpp-python with Metal"))
+        add("mlx", "metal", f"MLX is the native runtime on {chip}")
+        add("llamacpp", "metal", f"llama.cpp runs on {chip}'s GPU through Metal", rebuild.format("-DGGML_METAL=on"))
     elif nvidia:
-        torch = _backend(profile, "torch_int4")
         cc = nvidia.cc
         cc_text = f"compute capability {nvidia.compute_capability}"
         if cc is not None and cc >= INT4_MIN_CC:
-            found.append(Runtime("torch_int4", "cuda", 0, bool(torch and torch.available),
-                                 f"{nvidia.name} ({cc_text}) runs torch's INT4 kernels",
-                                 "pip install 'localq[torch]' (a CUDA build)"))
+            add("torch_int4", "cuda", f"{nvidia.name} ({cc_text}) runs torch's INT4 kernels")
             why = f"llama.cpp offloads to {nvidia.name}"
         else:
             why = (f"llama.cpp runs on {nvidia.name} ({cc_text if cc else 'an unknown compute capability'}; "
                    "torch's INT4 kernels need 8.0)")
-        found.append(Runtime("llamacpp", "cuda", len(found), llama_ready("cuda"), why,
-                             llama_setup or "reinstall llama-cpp-python with CMAKE_ARGS=-DGGML_CUDA=on"))
+        add("llamacpp", "cuda", why, rebuild.format("-DGGML_CUDA=on"))
     elif amd:
-        device = "rocm" if not llama_ready("vulkan") else "vulkan"
-        found.append(Runtime("llamacpp", device, 0, llama_ready(device), f"llama.cpp offloads to {amd.name}",
-                             llama_setup or "reinstall llama-cpp-python with CMAKE_ARGS=-DGGML_HIP=on"))
+        llama = _backend(profile, "llamacpp")
+        device = "vulkan" if llama and llama.device == "vulkan" else "rocm"
+        add("llamacpp", device, f"llama.cpp offloads to {amd.name}",
+            rebuild.format("-DGGML_VULKAN=on" if device == "vulkan" else "-DGGML_HIP=on"))
     gpu_named = bool(found)
-    found.append(Runtime("llamacpp", "cpu", len(found), llama_installed,
-                         "llama.cpp is the runtime for CPUs" if not gpu_named else "llama.cpp can also run on the CPU",
-                         llama_setup))
+    add("llamacpp", "cpu", "llama.cpp is the runtime for CPUs" if not gpu_named else "llama.cpp can also run on the CPU")
     return found, assumptions
 
 
@@ -545,18 +565,17 @@ def _utility(p: Plan) -> float:
 
 
 def choose(plans: list[Plan], prefer: str, floor: float = ACCEPTABLE_PPL_DELTA) -> Plan | None:
-    """The plan ``prefer`` picks among those that fit (see the module's docstring).
+    """The plan ``prefer`` picks among the runnable plans that fit (see the module's docstring).
 
     Plans that lose more than ``floor`` perplexity (Q2_K) are never picked: a
     smaller model at a good quant serves better. Pass ``floor=math.inf`` when
     the user named the quant.
     """
-    fitting = [p for p in plans if p.fits and p.ppl_delta <= floor]
+    fitting = [p for p in plans if p.ready and p.fits and p.ppl_delta <= floor]
     if not fitting:
         return None
     if prefer == "quality":
-        ready = [p for p in fitting if p.ready] or fitting
-        usable = [p for p in ready if p.tokens_per_second >= SLOW_TPS] or ready
+        usable = [p for p in fitting if p.tokens_per_second >= SLOW_TPS] or fitting
         return min(usable, key=lambda p: (round(p.ppl_delta, 2), p.rank, -p.tokens_per_second))
     best_rank = min(p.rank for p in fitting)
     pool = [p for p in fitting if p.rank == best_rank]
@@ -641,10 +660,9 @@ def recommend(profile: HardwareProfile, model, context: int | None = None, prefe
 
     plans, assumptions = all_plans(profile, spec, context, measured, quants)
     choice = choose(plans, prefer, floor)
-    runnable = choose([p for p in plans if p.ready], prefer, floor) if not (choice and choice.ready) else choice
     assumptions += _assumptions(profile, choice)
-    plans.sort(key=lambda p: (not p.fits, p is not choice, p.rank, p.ppl_delta))
-    rec = Recommendation(spec.name, context, prefer, choice, "", plans, runnable, assumptions=assumptions)
+    plans.sort(key=lambda p: (not p.ready, not p.fits, p is not choice, p.rank, p.ppl_delta))
+    rec = Recommendation(spec.name, context, prefer, choice, "", plans, choice, assumptions=assumptions)
 
     if choice is None:
         rec.largest_context = _largest_context(profile, spec, context, prefer, measured, quants, floor)
@@ -728,15 +746,19 @@ def _reason(rec: Recommendation, profile: HardwareProfile, spec: ModelSpec) -> s
         if rec.smaller_model:
             fixes.append(f"{rec.smaller_model} would fit")
         fix = f"; {' and '.join(fixes)}" if fixes else ""
-        poor = [p for p in rec.plans if p.fits]
+        runnable = [p for p in rec.plans if p.ready]
+        if not runnable:
+            setups = sorted({f"{p.backend}: {p.setup}" for p in rec.plans if p.setup})
+            return f"nothing can run {spec.name} here ({'; '.join(setups)})"
+        poor = [p for p in runnable if p.fits]
         if poor:
             best = min(poor, key=lambda p: p.ppl_delta)
             return (f"{spec.name} fits at a {rec.context}-token context only as "
                     f"{QUANTS_BY_TAG[best.quant].label}, which loses too much quality "
-                    f"(+{best.ppl_delta:.2f} perplexity on Llama-3-8B){fix}")
-        first = min(p.rank for p in rec.plans)
-        preferred = [p for p in rec.plans if p.rank == first and p.ppl_delta <= ACCEPTABLE_PPL_DELTA]
-        smallest = min(preferred or rec.plans, key=lambda p: _need(p) - p.budget_bytes)
+                    f"({_quality(best)}){fix}")
+        first = min(p.rank for p in runnable)
+        preferred = [p for p in runnable if p.rank == first and p.ppl_delta <= ACCEPTABLE_PPL_DELTA]
+        smallest = min(preferred or runnable, key=lambda p: _need(p) - p.budget_bytes)
         return (f"{spec.name} does not fit at a {rec.context}-token context: even "
                 f"{QUANTS_BY_TAG[smallest.quant].label} needs {size(_need(smallest))} of {smallest.pool} "
                 f"and {size(smallest.budget_bytes)} is usable{fix}")
@@ -781,9 +803,6 @@ def _warnings(rec: Recommendation, spec: ModelSpec) -> list[str]:
         else:
             need = f"{size(_need(choice))} of {choice.pool}"
         warnings.append(f"needs {need}, more than is free right now: close other programs first")
-    if choice and not choice.ready:
-        alt = f"; until then {rec.runnable_now.label} runs now" if rec.runnable_now else ""
-        warnings.append(f"{choice.backend} is not ready here: {choice.setup}{alt}")
     if choice and choice.tokens_per_second < SLOW_TPS:
         better = ""
         if rec.smaller_model_plan:

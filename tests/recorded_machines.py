@@ -39,8 +39,8 @@ def laptop_8gb() -> HardwareProfile:
     """A Core i5-8250U laptop with 8 GB of RAM and no discrete GPU."""
     return HardwareProfile(
         os="linux", arch="x86_64",
-        cpu=parse_proc_cpuinfo(read("laptop-i5-8250u-proc-cpuinfo.txt")),
-        memory=parse_meminfo(read("laptop-8gb-proc-meminfo.txt")),
+        cpu=parse_proc_cpuinfo(read("modelled-laptop-i5-8250u-proc-cpuinfo.txt")),
+        memory=parse_meminfo(read("modelled-laptop-8gb-proc-meminfo.txt")),
         backends={"llamacpp": llamacpp(), "mlx": missing("mlx"), "torch_int4": missing("torch_int4")},
         bandwidth_gbps=20.0, bandwidth_source="assumed: dual-channel DDR4-2400 (38.4 GB/s peak), not measured",
     )
@@ -50,8 +50,8 @@ def pi5_8gb() -> HardwareProfile:
     """A Raspberry Pi 5 with 8 GB (LPDDR4X-4267 on a 32-bit bus: 17 GB/s peak)."""
     return HardwareProfile(
         os="linux", arch="arm64",
-        cpu=parse_proc_cpuinfo(read("pi5-8gb-proc-cpuinfo.txt")),
-        memory=parse_meminfo(read("pi5-8gb-proc-meminfo.txt")),
+        cpu=parse_proc_cpuinfo(read("modelled-pi5-8gb-proc-cpuinfo.txt")),
+        memory=parse_meminfo(read("modelled-pi5-8gb-proc-meminfo.txt")),
         backends={"llamacpp": llamacpp(), "mlx": missing("mlx"), "torch_int4": missing("torch_int4")},
         bandwidth_gbps=9.0, bandwidth_source="assumed: about half of the 17 GB/s peak, not measured",
     )
@@ -59,12 +59,12 @@ def pi5_8gb() -> HardwareProfile:
 
 def m2_16gb() -> HardwareProfile:
     """A MacBook Air M2 with 16 GB, 10 GPU cores; mlx and llama.cpp (Metal) installed."""
-    values = parse_sysctl(read("m2-16gb-sysctl.txt"))
+    values = parse_sysctl(read("modelled-m2-16gb-sysctl.txt"))
     return HardwareProfile(
         os="darwin", arch="arm64",
         cpu=cpu_from_sysctl(values),
         memory=memory_from_sysctl(values),  # sysctl has no free-memory figure: left unknown
-        apple=apple_from_sysctl(values, parse_ioreg_gpu_cores(read("m2-ioreg-agxaccelerator.txt"))),
+        apple=apple_from_sysctl(values, parse_ioreg_gpu_cores(read("modelled-m2-ioreg-agxaccelerator.txt"))),
         backends={
             "llamacpp": llamacpp("metal"),
             "mlx": BackendInfo("mlx", True, "metal", True, "0.29.0", "mlx on the Apple GPU"),
@@ -77,9 +77,9 @@ def desktop_4090() -> HardwareProfile:
     """A Ryzen 9 7950X desktop with 64 GB and an RTX 4090 (24 GB); torch (CUDA) and llama.cpp (CUDA)."""
     return HardwareProfile(
         os="linux", arch="x86_64",
-        cpu=parse_proc_cpuinfo(read("desktop-ryzen-7950x-proc-cpuinfo.txt")),
-        memory=parse_meminfo(read("desktop-64gb-proc-meminfo.txt")),
-        gpus=parse_nvidia_smi_q(read("rtx4090-nvidia-smi-q.txt")),
+        cpu=parse_proc_cpuinfo(read("modelled-desktop-ryzen-7950x-proc-cpuinfo.txt")),
+        memory=parse_meminfo(read("modelled-desktop-64gb-proc-meminfo.txt")),
+        gpus=parse_nvidia_smi_q(read("modelled-rtx4090-nvidia-smi-q.txt")),
         backends={
             "llamacpp": llamacpp("cuda"),
             "mlx": missing("mlx"),

@@ -93,12 +93,11 @@ def test_catalog_name_and_tag_resolve_to_the_catalog_repository(fake_hub):
 
 
 def test_no_quant_takes_the_recommenders_choice_for_a_catalog_model(fake_hub):
-    from localq.probe import probe
-    from localq.recommend import choose_quant_for_pull
-
     plan = hub.resolve("smollm2:135m")
-    expected = choose_quant_for_pull(probe(), find("smollm2", "135m"), ["q4_1", "q4_k_m", "q8_0"])
-    assert (plan.quant, plan.choice) == (expected, "recommended")
+    # A 135M model fits any machine the suite runs on and decodes far beyond a reader's
+    # speed, so the balanced choice is the offered quant that loses least: Q8_0, not the
+    # Q4_K_M a repository outside the catalog would get.
+    assert (plan.quant, plan.choice) == ("q8_0", "recommended")
     assert plan.available == {q: plan.available[q] for q in ("q4_1", "q4_k_m", "q8_0")}
     assert "localq recommend smollm2:135m" in plan.reason
 

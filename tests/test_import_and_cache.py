@@ -218,15 +218,22 @@ def test_prune_removes_orphans_and_stale_files_only(tmp_home, tmp_path, smollm2_
     assert "Nothing to prune" in run("prune", "-y").output
 
 
-def test_reindex_blobs_after_index_is_moved_aside(tmp_home, smollm2_gguf):
-    run("import", str(smollm2_gguf), "--name", "precious")
+def test_reindex_blobs_after_index_is_moved_aside(tmp_home, hub_files):
+    # Not the starter's bytes: the starter is indexed again on every open, so only a
+    # file of other bytes shows whether `import --blobs` re-indexed anything.
+    other = hub_files["q8_0"]
+    precious = run("import", str(other), "--name", "precious")
+    assert precious.exit_code == 0, precious.output
+    sha = blobs.sha256_file(other)
     index = get_paths().index_db
     for f in index.parent.glob("index.db*"):
         f.rename(f.with_name(f.name + ".bad"))
+    assert not any(f.sha256 == sha for v in list_variants(open_index()) for f in v.files)
     result = run("import", "--blobs")
     assert result.exit_code == 0
-    # The starter and the blob re-indexed from the store share the same bytes.
-    assert any(v.quant == "q4_1" for v in list_variants(open_index()))
+    [found] = [v for v in list_variants(open_index()) if any(f.sha256 == sha for f in v.files)]
+    assert found.provenance == {"reindexed_blob": sha} and found.main_path.exists()
+    assert found.quant == "q4_1"     # the copy's tensors are Q4_1, whatever its name says
 
 
 def test_full_disk_while_copying_into_the_store(tmp_home, tmp_path):

@@ -62,21 +62,21 @@ def test_lscpu_agrees_with_proc_cpuinfo():
 
 
 def test_laptop_counts_hyperthreads_apart_from_cores():
-    cpu = parse_proc_cpuinfo(read("laptop-i5-8250u-proc-cpuinfo.txt"))
+    cpu = parse_proc_cpuinfo(read("modelled-laptop-i5-8250u-proc-cpuinfo.txt"))
     assert cpu.model == "Intel(R) Core(TM) i5-8250U CPU @ 1.60GHz"
     assert (cpu.physical_cores, cpu.logical_cores) == (4, 8)
     assert cpu.features == {"sse4_2", "avx", "avx2", "fma", "f16c"}
 
 
 def test_zen4_desktop_has_avx512_vnni_bf16():
-    cpu = parse_proc_cpuinfo(read("desktop-ryzen-7950x-proc-cpuinfo.txt"))
+    cpu = parse_proc_cpuinfo(read("modelled-desktop-ryzen-7950x-proc-cpuinfo.txt"))
     assert (cpu.physical_cores, cpu.logical_cores) == (16, 32)
     assert {"avx512f", "avx512_vnni", "avx512_bf16"} <= cpu.features
     assert "amx_int8" not in cpu.features
 
 
 def test_raspberry_pi_5_cortex_a76_features():
-    cpu = parse_proc_cpuinfo(read("pi5-8gb-proc-cpuinfo.txt"))
+    cpu = parse_proc_cpuinfo(read("modelled-pi5-8gb-proc-cpuinfo.txt"))
     assert cpu.model == "Cortex-A76 (Raspberry Pi 5 Model B Rev 1.0)"
     assert cpu.vendor == "ARM"
     assert (cpu.physical_cores, cpu.logical_cores) == (4, 4)
@@ -101,7 +101,7 @@ def test_meminfo_in_bytes():
     assert mem.total == 24684084 * KB
     assert mem.available == 23932840 * KB
     assert (mem.swap_total, mem.swap_free) == (0, 0)
-    laptop = parse_meminfo(read("laptop-8gb-proc-meminfo.txt"))
+    laptop = parse_meminfo(read("modelled-laptop-8gb-proc-meminfo.txt"))
     assert laptop.swap_total == 2097148 * KB and laptop.swap_free == 2004988 * KB
 
 
@@ -135,7 +135,7 @@ def test_h100_from_nvidia_smi_q():
 
 
 def test_rtx4090_from_nvidia_smi_q():
-    [gpu] = parse_nvidia_smi_q(read("rtx4090-nvidia-smi-q.txt"))
+    [gpu] = parse_nvidia_smi_q(read("modelled-rtx4090-nvidia-smi-q.txt"))
     assert gpu.name == "NVIDIA GeForce RTX 4090"
     assert gpu.memory_total == 24564 * MiB
     assert gpu.compute_capability == "8.9"
@@ -183,7 +183,7 @@ def test_nvidia_on_pci_reads_vendor_and_class(tmp_path):
 
 
 def test_amd_gpus_from_sysfs_skip_connectors():
-    gpus = read_drm(FIXTURES / "amd-rx7900xtx-sysfs-drm")
+    gpus = read_drm(FIXTURES / "modelled-amd-rx7900xtx-sysfs-drm")
     assert [g.name for g in gpus] == ["Radeon RX 7900 XTX / XT", "AMD GPU 0x164e"]
     big = gpus[0]
     assert (big.vendor, big.memory_total, big.memory_free) == ("amd", 25753026560, 25753026560 - 1076961280)
@@ -199,14 +199,14 @@ def test_no_drm_directory_means_no_amd_gpus(tmp_path):
 
 
 def test_m2_from_sysctl_and_ioreg():
-    values = parse_sysctl(read("m2-16gb-sysctl.txt"))
+    values = parse_sysctl(read("modelled-m2-16gb-sysctl.txt"))
     cpu = cpu_from_sysctl(values)
     assert (cpu.model, cpu.vendor, cpu.physical_cores, cpu.logical_cores) == ("Apple M2", "Apple", 8, 8)
     assert cpu.features == {"neon", "dotprod", "i8mm", "fp16", "bf16"}
     mem = memory_from_sysctl(values)
     assert mem.total == 16 * GiB and mem.available is None
     assert (mem.swap_total, mem.swap_free) == (2048 * MiB, int(965.75 * MiB))
-    apple = apple_from_sysctl(values, parse_ioreg_gpu_cores(read("m2-ioreg-agxaccelerator.txt")))
+    apple = apple_from_sysctl(values, parse_ioreg_gpu_cores(read("modelled-m2-ioreg-agxaccelerator.txt")))
     assert (apple.chip, apple.gpu_cores, apple.performance_cores, apple.efficiency_cores) == ("Apple M2", 10, 4, 4)
     assert apple.bandwidth_gbps == 100
     assert apple.wired_limit_share == pytest.approx(2 / 3)
@@ -215,7 +215,7 @@ def test_m2_from_sysctl_and_ioreg():
 
 
 def test_raised_wired_limit_replaces_the_estimate():
-    text = read("m2-16gb-sysctl.txt").replace("iogpu.wired_limit_mb: 0", "iogpu.wired_limit_mb: 12288")
+    text = read("modelled-m2-16gb-sysctl.txt").replace("iogpu.wired_limit_mb: 0", "iogpu.wired_limit_mb: 12288")
     apple = apple_from_sysctl(parse_sysctl(text))
     assert apple.wired_limit_share == pytest.approx(0.75)
     assert apple.wired_limit_source == "iogpu.wired_limit_mb"
@@ -227,7 +227,7 @@ def test_larger_macs_get_three_quarters():
 
 
 def test_intel_mac_is_not_apple_silicon():
-    text = read("m2-16gb-sysctl.txt").replace("Apple M2", "Intel(R) Core(TM) i7-9750H CPU @ 2.60GHz")
+    text = read("modelled-m2-16gb-sysctl.txt").replace("Apple M2", "Intel(R) Core(TM) i7-9750H CPU @ 2.60GHz")
     assert apple_from_sysctl(parse_sysctl(text)) is None
 
 

@@ -1,4 +1,4 @@
-"""The recommender: recorded machines x catalog models, the estimates, and bad input."""
+"""The recommender: recorded and modelled machines x catalog models, the estimates, and bad input."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_8b_on_the_8gb_laptop_is_q4_k_m_not_q8_0():
     budget, _ = ram_budget(laptop_8gb())
     assert plans["q4_k_m"].total_bytes <= budget < plans["q8_0"].total_bytes
     assert not plans["q8_0"].fits
-    # the recorded laptop has only 4.6 GiB free right now: fits, but say so
+    # the modelled laptop has only 4.6 GiB free right now: fits, but say so
     assert any("more than is free right now" in w for w in rec.warnings)
 
 
@@ -336,8 +336,16 @@ def test_cli_recommend_json_on_this_machine(cli_home):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert (data["model"], data["context"], data["prefer"]) == ("llama3.1:8b", 4096, "balanced")
-    assert data["choice"] is None or data["choice"]["fits"]
     assert data["reason"]
+    # The JSON's own numbers bear the choice out: a chosen plan's memory is within its
+    # pool's budget, and when nothing was chosen no plan of acceptable quality is.
+    def within(p):
+        need = p["host_bytes"] if p["pool"] == "VRAM+RAM" else p["weights_bytes"] + p["kv_cache_bytes"] + p["overhead_bytes"]
+        return need <= p["budget_bytes"]
+    if data["choice"] is None:
+        assert not any(within(p) and p["ppl_delta"] <= 0.7 and p["ready"] for p in data["plans"])
+    else:
+        assert within(data["choice"]) and data["choice"] in data["plans"]
 
 
 def test_cli_recommend_table(cli_home):
@@ -377,8 +385,8 @@ def test_an_amd_gpu_runs_llama_cpp_with_its_bandwidth_assumed():
     from localq.probe.amd import read_drm
     from recorded_machines import FIXTURES, llamacpp
 
-    profile = desktop_4090()  # derived: the same desktop with the recorded Radeon instead of the RTX 4090
-    profile.gpus = read_drm(FIXTURES / "amd-rx7900xtx-sysfs-drm")
+    profile = desktop_4090()  # derived: the same desktop with the modelled Radeon instead of the RTX 4090
+    profile.gpus = read_drm(FIXTURES / "modelled-amd-rx7900xtx-sysfs-drm")
     profile.backends["llamacpp"] = llamacpp("rocm")
     rec = recommend(profile, "qwen2.5:14b")
     assert (rec.choice.backend, rec.choice.device, rec.choice.pool) == ("llamacpp", "rocm", "VRAM")

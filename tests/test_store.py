@@ -14,27 +14,71 @@ from localq.store.db import open_index, write_transaction
 from localq.store.index import FileEntry, add_variant, find, list_variants, remove_variant, resolve
 from localq.store.migrations import MIGRATIONS, migrate
 
+def _table(columns, indexes=(), foreign_keys=()):
+    return {"columns": columns.split(", "), "indexes": sorted(indexes), "foreign_keys": sorted(foreign_keys)}
+
+
+# Every table, column (type, NOT NULL, primary key), index and foreign key the migrations make.
 EXPECTED_SCHEMA = {
-    "_migrations": ["name", "applied"],
-    "models": ["id", "name", "source_kind", "catalog_ref", "architecture", "parameters", "created"],
-    "blobs": ["sha256", "size", "created", "verified"],
-    "variants": ["id", "model_id", "quant", "format", "size", "source", "revision", "provenance", "created", "last_used"],
-    "files": ["id", "variant_id", "relpath", "sha256", "size"],
-    "pulls": ["id", "ref", "repo", "revision", "files", "status", "bytes_total", "bytes_done", "error", "started", "finished"],
-    "chats": ["id", "title", "model", "variant_id", "backend", "params", "system_prompt", "created", "updated"],
-    "messages": ["id", "chat_id", "role", "content", "prompt_tokens", "completion_tokens", "tokens_per_s", "ttft_s", "finish_reason", "created"],
-    "evaluations": ["id", "variant_id", "metric", "value", "reference_value", "dataset", "tokens", "params", "created"],
-    "benchmarks": ["id", "variant_id", "backend", "prompt_tokens", "prompt_tps", "decode_tokens", "decode_tps", "ttft_s", "load_s", "peak_memory", "threads", "params", "created"],
-    "hardware_profiles": ["machine_key", "profile", "bandwidth_gbps", "measured"],
+    "_migrations": _table("name TEXT PRIMARY KEY, applied TEXT"),
+    "benchmarks": _table(
+        "id INTEGER PRIMARY KEY, variant_id INTEGER NOT NULL, backend TEXT NOT NULL, prompt_tokens INTEGER, "
+        "prompt_tps REAL, decode_tokens INTEGER, decode_tps REAL, ttft_s REAL, load_s REAL, peak_memory INTEGER, "
+        "threads INTEGER, params TEXT, created TEXT NOT NULL, flash_attn TEXT",
+        foreign_keys=["variant_id -> variants.id"]),
+    "blobs": _table("sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, created TEXT NOT NULL, verified TEXT"),
+    "chats": _table(
+        "id INTEGER PRIMARY KEY, title TEXT, model TEXT NOT NULL, variant_id INTEGER, backend TEXT, params TEXT, "
+        "system_prompt TEXT, created TEXT NOT NULL, updated TEXT NOT NULL",
+        foreign_keys=["variant_id -> variants.id"]),
+    "evaluations": _table(
+        "id INTEGER PRIMARY KEY, variant_id INTEGER NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL, "
+        "reference_value REAL, dataset TEXT, tokens INTEGER, params TEXT, created TEXT NOT NULL",
+        foreign_keys=["variant_id -> variants.id"]),
+    "files": _table(
+        "id INTEGER PRIMARY KEY, variant_id INTEGER NOT NULL, relpath TEXT NOT NULL, sha256 TEXT NOT NULL, "
+        "size INTEGER NOT NULL",
+        indexes=["UNIQUE variant_id, relpath", "sha256"],
+        foreign_keys=["sha256 -> blobs.sha256", "variant_id -> variants.id"]),
+    "hardware_profiles": _table(
+        "machine_key TEXT PRIMARY KEY, profile TEXT NOT NULL, bandwidth_gbps REAL, measured TEXT NOT NULL"),
+    "messages": _table(
+        "id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, "
+        "prompt_tokens INTEGER, completion_tokens INTEGER, tokens_per_s REAL, ttft_s REAL, finish_reason TEXT, "
+        "created TEXT NOT NULL",
+        indexes=["chat_id"], foreign_keys=["chat_id -> chats.id"]),
+    "models": _table(
+        "id INTEGER PRIMARY KEY, name TEXT NOT NULL, source_kind TEXT NOT NULL, catalog_ref TEXT, "
+        "architecture TEXT, parameters INTEGER, created TEXT NOT NULL",
+        indexes=["UNIQUE name"]),
+    "pulls": _table(
+        "id INTEGER PRIMARY KEY, ref TEXT NOT NULL, repo TEXT, revision TEXT, files TEXT, status TEXT NOT NULL, "
+        "bytes_total INTEGER, bytes_done INTEGER, error TEXT, started TEXT NOT NULL, finished TEXT"),
+    "variants": _table(
+        "id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL, quant TEXT NOT NULL, format TEXT NOT NULL, "
+        "size INTEGER NOT NULL, source TEXT, revision TEXT, provenance TEXT, created TEXT NOT NULL, last_used TEXT",
+        indexes=["UNIQUE model_id, quant, format"], foreign_keys=["model_id -> models.id"]),
 }
+
+
+def schema_of(db) -> dict:
+    """Every table of the database as SQLite itself reports it (PRAGMA table_info, index_list, ...)."""
+    tables = [r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    schema = {}
+    for t in tables:
+        columns = [f"{r[1]} {r[2]}" + (" NOT NULL" if r[3] else "") + (" PRIMARY KEY" if r[5] else "")
+                   for r in db.execute(f"PRAGMA table_info([{t}])")]
+        indexes = [("UNIQUE " if r[2] else "") + ", ".join(c[2] for c in db.execute(f"PRAGMA index_info([{r[1]}])"))
+                   for r in db.execute(f"PRAGMA index_list([{t}])") if r[3] == "c"]   # made by CREATE INDEX
+        keys = [f"{r[3]} -> {r[2]}.{r[4]}" for r in db.execute(f"PRAGMA foreign_key_list([{t}])")]
+        schema[t] = {"columns": columns, "indexes": sorted(indexes), "foreign_keys": sorted(keys)}
+    return schema
 
 
 def test_exact_schema_after_migrating_from_empty(tmp_home):
     db = open_index()
-    schema = {t: [c.name for c in db[t].columns] for t in db.table_names()}
-    expected = dict(EXPECTED_SCHEMA)
-    # Later migrations may add tables; the ones above must be exactly as listed.
-    assert {t: schema[t] for t in expected} == expected
+    assert schema_of(db) == EXPECTED_SCHEMA   # no table, column, type, index or key more or less
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     ran = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
     assert ran == [m.__name__ for m in MIGRATIONS]

@@ -16,7 +16,7 @@ def section_key(key: str) -> str:
     return str([s.key for s in SECTIONS].index(key) + 1)
 
 
-def test_machine_summary_of_recorded_machines():
+def test_machine_summary_of_modelled_machines():
     assert machine_summary(laptop_8gb()) == "Intel Core i5-8250U 8c AVX2 · 8 GB · no GPU · llama.cpp ✓ mlx ✗ torch ✗"
     assert machine_summary(pi5_8gb()) == "Cortex-A76 4c dotprod · 8 GB · no GPU · llama.cpp ✓ mlx ✗ torch ✗"
     assert machine_summary(m2_16gb()).startswith("Apple M2 8c i8mm · 16 GB · 10-core GPU (unified) · ")

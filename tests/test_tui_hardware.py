@@ -1,4 +1,4 @@
-"""The Hardware screen and the first-start welcome screen, on recorded machines."""
+"""The Hardware screen and the first-start welcome screen, on recorded and modelled machines."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ async def test_hardware_screen_shows_the_profile(tmp_home):
         assert "AVX-512  F BW VL VNNI BF16" in text        # instruction sets, grouped
         assert "assumed: dual-channel DDR5-6000" in text   # where the bandwidth figure comes from
 
-        # A new profile (here another recorded machine) redraws the screen and the header.
+        # A new profile (here another machine profile) redraws the screen and the header.
         app.profile = pi5_8gb()
         await settle(pilot)
         text = screen_text(app)

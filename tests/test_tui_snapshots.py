@@ -1,6 +1,6 @@
 """Snapshots of every screen at 100x30 (pytest-textual-snapshot; update with --snapshot-update).
 
-Deterministic by construction: recorded machine profiles instead of the probe,
+Deterministic by construction: machine profiles (recorded or modelled) instead of the probe,
 a fresh LOCALQ_HOME with the starter model, stored rows with fixed numbers for
 Downloads and Chat, no clock times on screen, and the text cursor's blink off.
 """

@@ -121,6 +121,10 @@ class LoadOptions:
     n_gpu_layers: int | None = None
     n_batch: int = 512
     check_memory: bool = True   # refuse a model that does not fit in memory, before loading it
+    # Flash attention: "auto" (llama.cpp's default: on where the device supports it),
+    # "on" or "off". It changes speed and memory, and the exact logits (so a small
+    # model's greedy words can differ), which is why benchmarks record it.
+    flash_attn: str = "auto"
 
     def validate(self, trained_context: int | None = None) -> None:
         """Raise LocalqError for values no model can use."""
@@ -139,6 +143,12 @@ class LoadOptions:
             raise LocalqError(f"thread count must be 1 or more, not {self.n_threads}")
         if self.n_batch < 1:
             raise LocalqError(f"batch size must be 1 or more, not {self.n_batch}")
+        if self.flash_attn not in FLASH_ATTN_MODES:
+            raise LocalqError(f"flash attention must be one of {', '.join(FLASH_ATTN_MODES)}, not {self.flash_attn!r}",
+                              "use --flash-attn auto (the default), on or off")
+
+
+FLASH_ATTN_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)

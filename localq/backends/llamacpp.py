@@ -243,6 +243,8 @@ class LlamaCppBackend(Backend):
         mark = _LOG.serial
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
+        if not _extra_buffers_safe():
+            mparams.use_extra_bufts = False
         if "load_mode" in {f[0] for f in type(mparams)._fields_}:
             mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP
         else:
@@ -266,6 +268,7 @@ class LlamaCppBackend(Backend):
         cparams.n_batch = cparams.n_ubatch = min(options.n_batch, n_ctx)
         cparams.n_threads = cparams.n_threads_batch = n_threads
         cparams.n_seq_max = 1
+        _set_flash_attn(lib, cparams, options.flash_attn)
         ctx = lib.llama_init_from_model(handle, cparams)
         if not ctx:
             lib.llama_model_free(handle)
@@ -273,7 +276,45 @@ class LlamaCppBackend(Backend):
                                f"{_why(mark, 'out of memory?')}", "try a smaller --ctx")
         return LlamaCppSession(lib, handle, ctx, info, n_ctx=n_ctx, n_threads=n_threads,
                                n_batch=min(options.n_batch, n_ctx), n_gpu_layers=n_gpu_layers,
-                               model_path=path, load_s=time.perf_counter() - started, **identity)
+                               flash_attn=options.flash_attn, model_path=path, load_s=time.perf_counter() - started, **identity)
+
+
+def _extra_buffers_safe() -> bool:
+    """Whether llama.cpp may use its extra CPU buffer types (weight repacking, AMX tiles).
+
+    On some virtual machines the CPU advertises AMX (``amx_tile`` in /proc/cpuinfo)
+    and the kernel grants the tile permission, yet the AMX kernels die of an
+    illegal instruction at the first batched matrix product. With AMX present,
+    localq keeps to llama.cpp's plain CPU buffers (the AVX-512 kernels still
+    run) unless ``LOCALQ_LLAMA_AMX=1`` says the AMX path works on this machine.
+    """
+    import os
+
+    if os.environ.get("LOCALQ_LLAMA_AMX") == "1":
+        return True
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_tile" not in line.split()
+    except OSError:
+        pass
+    return True
+
+
+def _set_flash_attn(lib, cparams, mode: str) -> None:
+    """Set llama.cpp's flash attention from ``auto``/``on``/``off``.
+
+    Builds since mid-2025 take ``flash_attn_type`` (auto = -1, llama.cpp's default:
+    on where the device supports it); older ones a boolean ``flash_attn``, whose
+    default (off) stands for ``auto``.
+    """
+    fields = {f[0] for f in type(cparams)._fields_}
+    if "flash_attn_type" in fields:
+        cparams.flash_attn_type = {"auto": lib.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": lib.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                                   "off": lib.LLAMA_FLASH_ATTN_TYPE_DISABLED}[mode]
+    elif "flash_attn" in fields and mode != "auto":
+        cparams.flash_attn = mode == "on"
 
 
 def _why(mark: int, fallback: str) -> str:
@@ -294,7 +335,7 @@ class LlamaCppSession(Session):
     backend_name = "llamacpp"
 
     def __init__(self, lib, model, ctx, info, *, n_ctx: int, n_threads: int, n_batch: int,
-                 n_gpu_layers: int, **identity):
+                 n_gpu_layers: int, flash_attn: str = "auto", **identity):
         super().__init__(n_ctx=n_ctx, n_threads=n_threads, **identity)
         from localq.chat.templates import ChatTemplate
 
@@ -306,6 +347,7 @@ class LlamaCppSession(Session):
         self.info = info
         self.n_batch = n_batch
         self.n_gpu_layers = n_gpu_layers
+        self.flash_attn = flash_attn
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._busy = threading.Lock()
         self._cached: list[int] = []          # the tokens whose keys and values are in the KV cache
@@ -415,6 +457,30 @@ class LlamaCppSession(Session):
         with self._busy:
             self._lib.llama_memory_clear(self._mem, True)
             self._cached.clear()
+
+    def next_token_logits(self, tokens: Sequence[int]) -> list[float]:
+        """The logits of the token after ``tokens``, evaluated from an empty KV cache.
+
+        For comparisons against a reference computed in the same run (load
+        options, quants): a model's logits are stable where its greedy words are not.
+        """
+        self._check_open()
+        tokens = list(tokens)
+        if not tokens or len(tokens) >= self.n_ctx:
+            raise LocalqError(f"{len(tokens)} tokens do not fit a {self.n_ctx}-token context")
+        with self._busy:
+            lib = self._lib
+            lib.llama_memory_clear(self._mem, True)
+            self._cached.clear()
+            for start in range(0, len(tokens), self.n_batch):
+                chunk = tokens[start:start + self.n_batch]
+                batch = (lib.llama_token * len(chunk))(*chunk)
+                if lib.llama_decode(self._ctx, lib.llama_batch_get_one(batch, len(chunk))) != 0:
+                    self._forget()
+                    raise BackendError("llama_decode failed on the tokens")
+                self._cached.extend(chunk)
+            logits = lib.llama_get_logits_ith(self._ctx, -1)
+            return [logits[i] for i in range(self.n_vocab)]
 
     # --- generation
 

@@ -13,6 +13,12 @@ Importing torch or mlx takes seconds; the probe must take under one. So:
 - torch INT4: torch is found, and ``torch/version.py`` (a plain text file) says
   whether the build has CUDA; torch's ``_weight_int4pack_mm`` then needs an
   NVIDIA GPU of compute capability 8.0 or more.
+
+"Available" means runnable: the backend is registered through the
+``localq.backends`` entry points (read from package metadata, nothing
+imported), its libraries are found, and the hardware suits it. A backend that
+no installed package registers is unavailable whatever libraries are present,
+and says so: installing torch or mlx cannot add a backend localq lacks.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ def _has_gpu_for(device: str, gpus: list[GpuInfo], apple: AppleInfo | None) -> b
 def detect_llamacpp(gpus: list[GpuInfo], apple: AppleInfo | None) -> BackendInfo:
     package = _package_dir("llama_cpp")
     if package is None:
-        return BackendInfo("llamacpp", False, reason="llama-cpp-python is not installed (pip install 'localq[llamacpp]')")
+        return BackendInfo("llamacpp", False, reason=f"llama-cpp-python is not installed ({INSTALL_ADVICE['llamacpp']})")
     version = _version("llama_cpp_python")
     label = f"llama-cpp-python {version}" if version else "llama-cpp-python"
     built = llamacpp_gpu_libs(package)
@@ -141,10 +147,44 @@ def detect_torch_int4(gpus: list[GpuInfo]) -> BackendInfo:
                        f"torch {version} has CUDA, but no NVIDIA GPU was found")
 
 
-def detect_backends(os_name: str, arch: str, gpus: list[GpuInfo], apple: AppleInfo | None) -> dict[str, BackendInfo]:
-    """What can run here: llama.cpp, MLX and torch INT4, each with a one-line reason."""
-    return {
-        "llamacpp": detect_llamacpp(gpus, apple),
-        "mlx": detect_mlx(os_name, arch),
-        "torch_int4": detect_torch_int4(gpus),
+ENTRY_POINT_GROUP = "localq.backends"   # the group localq.backends.registry loads
+BACKEND_LABELS = {"llamacpp": "llama.cpp", "mlx": "MLX", "torch_int4": "torch INT4"}
+# What to install when a registered backend's libraries are missing (extras of pyproject.toml).
+INSTALL_ADVICE = {
+    "llamacpp": "pip install 'localq[llamacpp]'",
+    "mlx": "pip install 'localq[mlx]'",
+    "torch_int4": "pip install 'localq[torch]'",
+}
+
+
+def registered_backends() -> set[str]:
+    """Names of the backends registered through the entry-point group, without importing them."""
+    return {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def not_registered(name: str) -> str:
+    """The reason for a backend that no installed package provides (true install advice: none)."""
+    label = BACKEND_LABELS.get(name, name)
+    return (f"the {label} backend is not part of this localq version (no package registers a "
+            f"`{name}` entry point in the {ENTRY_POINT_GROUP} group)")
+
+
+def detect_backends(os_name: str, arch: str, gpus: list[GpuInfo], apple: AppleInfo | None,
+                    registered: set[str] | None = None) -> dict[str, BackendInfo]:
+    """What can run here: llama.cpp, MLX and torch INT4, each with a one-line reason.
+
+    ``registered`` defaults to the backends the entry points name in this environment.
+    """
+    registered = registered_backends() if registered is None else registered
+    detectors = {
+        "llamacpp": lambda: detect_llamacpp(gpus, apple),
+        "mlx": lambda: detect_mlx(os_name, arch),
+        "torch_int4": lambda: detect_torch_int4(gpus),
     }
+    found = {}
+    for name, detect in detectors.items():
+        if name in registered:
+            found[name] = detect()
+        else:
+            found[name] = BackendInfo(name, False, reason=not_registered(name))
+    return found

@@ -182,6 +182,15 @@ def m005_hardware_profiles(db) -> None:
     )
 
 
+@migration
+def m006_benchmark_flash_attn(db) -> None:
+    """The flash-attention mode a benchmark ran with (auto, on, off; NULL for older rows).
+
+    It changes speed and memory, so a measurement is compared only with its like.
+    """
+    db["benchmarks"].add_column("flash_attn", str)
+
+
 def now() -> str:
     """The current UTC time, as stored in the index."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
