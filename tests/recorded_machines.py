@@ -5,7 +5,9 @@ Each profile runs the recorded outputs (``/proc/cpuinfo``, ``/proc/meminfo``,
 a recording cannot hold is set here and says so: which backends are installed
 (a machine set up for localq), and the memory bandwidth of machines that were
 not measured (an assumption, named in ``bandwidth_source``). The H100 profile
-is the output of ``localq probe --json`` on a real H100 machine.
+is the output of ``localq probe --json`` on a real H100 machine. Files named
+``modelled-...`` are not recordings (see the fixtures' README); the laptop,
+Pi, M2 and RTX 4090 profiles are built from them.
 """
 
 from __future__ import annotations
@@ -94,10 +96,42 @@ def h100_80gb() -> HardwareProfile:
     return HardwareProfile.from_dict(json.loads(read("h100-localq-probe.json")))
 
 
+def _this_environments_backends(profile: HardwareProfile) -> HardwareProfile:
+    """The profile with the backends the probe detects in this environment, for its hardware."""
+    from localq.probe.backends import detect_backends
+
+    profile.backends = detect_backends(profile.os, profile.arch, profile.gpus, profile.apple)
+    return profile
+
+
+def h200_141gb() -> HardwareProfile:
+    """The recorded H200 (141 GB) and its 16-core Xeon host, 128 GiB; the backends are what this
+    environment has (a recording cannot say what will be installed)."""
+    return _this_environments_backends(HardwareProfile(
+        os="linux", arch="x86_64",
+        cpu=parse_proc_cpuinfo(read("h200-host-proc-cpuinfo.txt")),
+        memory=parse_meminfo(read("h200-host-proc-meminfo.txt")),
+        gpus=parse_nvidia_smi_q(read("h200-nvidia-smi-q.txt")),
+        bandwidth_gbps=40.0, bandwidth_source="assumed for the host's RAM, not measured",
+    ))
+
+
+def xeon_2c() -> HardwareProfile:
+    """The recorded 2-vCPU Intel Xeon VM with 24 GiB; backends as in this environment."""
+    return _this_environments_backends(HardwareProfile(
+        os="linux", arch="x86_64",
+        cpu=parse_proc_cpuinfo(read("xeon-2c-avx512-amx-proc-cpuinfo.txt")),
+        memory=parse_meminfo(read("xeon-2c-proc-meminfo.txt")),
+        bandwidth_gbps=17.0, bandwidth_source="assumed, not measured",
+    ))
+
+
 MACHINES = {
     "laptop-8gb": laptop_8gb,
     "m2-16gb": m2_16gb,
     "rtx4090-24gb": desktop_4090,
     "h100-80gb": h100_80gb,
     "pi5-8gb": pi5_8gb,
+    "h200-141gb": h200_141gb,
+    "xeon-2c": xeon_2c,
 }

@@ -53,6 +53,24 @@ def test_epyc_has_avx512_but_no_amx_nor_fp16():
     assert not {"amx_tile", "amx_int8", "avx512_fp16", "avx_vnni"} & cpu.features
 
 
+def test_recorded_2c_xeon_has_avx512_vnni_and_its_vm_shows_no_amx():
+    """The 2-vCPU Xeon VM (family 6, model 106): AVX-512 with VNNI; the recording has no AMX flags."""
+    cpu = parse_proc_cpuinfo(read("xeon-2c-avx512-amx-proc-cpuinfo.txt"))
+    assert (cpu.vendor, cpu.physical_cores, cpu.logical_cores) == ("GenuineIntel", 2, 2)
+    assert {"avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx2", "fma"} <= cpu.features
+    assert not {"amx_tile", "amx_int8", "avx512_fp16"} & cpu.features
+    assert parse_lscpu(read("xeon-2c-avx512-amx-lscpu.txt")).features == cpu.features
+    assert parse_meminfo(read("xeon-2c-proc-meminfo.txt")).total == 24683584 * 1024
+
+
+def test_recorded_h200_host_is_a_16_core_xeon_with_amx():
+    cpu = parse_proc_cpuinfo(read("h200-host-proc-cpuinfo.txt"))
+    assert (cpu.physical_cores, cpu.logical_cores) == (16, 16)
+    assert {"amx_tile", "amx_int8", "amx_bf16", "avx512_fp16"} <= cpu.features
+    assert parse_lscpu(read("h200-host-lscpu.txt")).features == cpu.features
+    assert parse_meminfo(read("h200-host-proc-meminfo.txt")).total == 131961788 * 1024
+
+
 def test_lscpu_agrees_with_proc_cpuinfo():
     from_lscpu = parse_lscpu(read("epyc-2c-avx512-lscpu.txt"))
     from_proc = parse_proc_cpuinfo(read("epyc-2c-avx512-proc-cpuinfo.txt"))
@@ -132,6 +150,27 @@ def test_h100_from_nvidia_smi_q():
     assert (gpu.driver, gpu.cuda_version) == ("580.159.04", "13.0")
     assert (gpu.bus_width_bits, gpu.memory_clock_mhz) == (5120, 2619)
     assert gpu.peak_bandwidth_gbps == pytest.approx(5120 / 8 * 2619 * 2 / 1000, abs=0.1)  # ~3352 GB/s
+
+
+def test_h200_from_nvidia_smi_q_and_csv():
+    [gpu] = parse_nvidia_smi_q(read("h200-nvidia-smi-q.txt"))
+    assert (gpu.name, gpu.memory_total, gpu.compute_capability) == ("NVIDIA H200", 143771 * MiB, "9.0")
+    assert (gpu.driver, gpu.cuda_version, gpu.bus_width_bits, gpu.memory_clock_mhz) == ("580.159.04", "13.0", 6144, 3201)
+    assert gpu.peak_bandwidth_gbps == pytest.approx(6144 / 8 * 3201 * 2 / 1000, abs=0.1)   # ~4.9 TB/s
+    [row] = parse_nvidia_smi_csv(read("h200-nvidia-smi-query.csv"))
+    assert (row["memory.total"], row["compute_cap"], row["pci.bus_id"]) == ("143771 MiB", "9.0", "00000000:00:06.0")
+    [from_csv] = gpus_from_csv([row])
+    assert (from_csv.memory_total, from_csv.memory_free) == (143771 * MiB, 143156 * MiB)
+
+
+def test_probe_counts_a_backend_no_package_registers_as_unavailable():
+    from localq.probe.backends import detect_backends, registered_backends
+
+    found = detect_backends("linux", "x86_64", parse_nvidia_smi_q(read("h200-nvidia-smi-q.txt")), None,
+                            registered={"llamacpp"})
+    assert not found["torch_int4"].available and not found["mlx"].available
+    assert "not part of this localq version" in found["torch_int4"].reason
+    assert "llamacpp" in registered_backends()   # localq registers its own through the same group
 
 
 def test_rtx4090_from_nvidia_smi_q():

@@ -58,16 +58,45 @@ CHOICES = [
 ]
 
 
+# Where the policy's backend is not registered in this environment (no mlx or torch_int4
+# backend ships with this localq version), the choice is the runnable alternative:
+# (backend, quants, device), or None when nothing recorded on that machine runs here.
+FALLBACKS = {
+    ("m2-16gb", "llama3.1:8b", "balanced"): ("llamacpp", {"q4_k_m"}, "metal"),
+    ("m2-16gb", "qwen2.5:14b", "balanced"): ("llamacpp", {"q3_k_m", "q4_0", "q4_k_m"}, "metal"),
+    ("m2-16gb", "gemma2:9b", "balanced"): ("llamacpp", {"q4_k_m", "q4_0"}, "metal"),
+    ("m2-16gb", "llama3.2:3b", "quality"): ("llamacpp", {"q8_0", "f16"}, "metal"),
+    ("rtx4090-24gb", "llama3.1:8b", "balanced"): ("llamacpp", {"q8_0", "f16"}, "cuda"),
+    ("rtx4090-24gb", "qwen2.5:14b", "balanced"): ("llamacpp", {"q6_k", "q8_0"}, "cuda"),
+    ("rtx4090-24gb", "llama3.1:8b", "speed"): ("llamacpp", {"q3_k_m", "q4_0"}, "cuda"),
+    # the H100 was probed with no llama-cpp-python installed: torch INT4 or nothing
+    ("h100-80gb", "llama3.1:8b", "balanced"): None,
+    ("h100-80gb", "llama3.1:8b", "quality"): None,
+    ("h100-80gb", "gemma2:9b", "balanced"): None,
+    ("h100-80gb", "smollm2:135m", "balanced"): None,
+}
+
+
 @pytest.mark.parametrize("machine, model, prefer, backend, quants, device, policy", CHOICES,
                          ids=[f"{r[0]}-{r[1]}-{r[2]}" for r in CHOICES])
 def test_the_choice_a_knowledgeable_user_would_make(machine, model, prefer, backend, quants, device, policy):
+    from localq.probe.backends import registered_backends
+
     profile = MACHINES[machine]()
     rec = recommend(profile, model, prefer=prefer)
     choice = rec.choice
+    if backend not in registered_backends():
+        fallback = FALLBACKS[(machine, model, prefer)]
+        if fallback is None:
+            assert choice is None and rec.reason.startswith(f"nothing can run {model} here")
+            assert "not part of this localq version" in rec.reason
+            return
+        backend, quants, device = fallback
+        policy += f" ({backend} because the policy's first backend is not registered here)"
     assert choice is not None, rec.reason
     assert (choice.backend, choice.device) == (backend, device), f"{policy}: {rec.reason}"
     assert choice.quant in quants, f"{policy}: {rec.reason}"
-    assert choice.fits
+    assert choice.fits and choice.ready
     assert rec.reason.startswith(choice.label)
     assert rec.context == 4096
 
@@ -114,7 +143,7 @@ def test_nothing_fits_names_the_largest_context_that_would():
     profile = m2_16gb()
     rec = recommend(profile, "llama3.1:8b", context=131072)
     assert rec.choice is None
-    assert "mlx-4bit needs" in rec.reason and "unified memory" in rec.reason
+    assert "needs" in rec.reason and "unified memory" in rec.reason
     ctx = rec.largest_context
     assert ctx and ctx % 256 == 0 and 8192 < ctx < 131072
     assert recommend(profile, "llama3.1:8b", context=ctx).choice is not None
@@ -147,13 +176,74 @@ def test_short_vram_means_llama_cpp_with_partial_offload():
     assert int4 and not any(p.fits for p in int4)
 
 
-def test_a_backend_not_installed_is_named_with_what_runs_now():
-    profile = desktop_4090()
-    profile.backends["torch_int4"] = dataclasses.replace(profile.backends["torch_int4"], available=False)
+def test_only_runnable_plans_are_chosen_and_the_rest_say_why():
+    from localq.probe.backends import registered_backends
+
+    profile = desktop_4090()   # its recording says torch (CUDA) and llama.cpp (CUDA) are installed
     rec = recommend(profile, "llama3.1:8b")
-    assert rec.choice.backend == "torch_int4" and not rec.choice.ready
-    assert rec.runnable_now.backend == "llamacpp" and rec.runnable_now.ready
-    assert any(w.startswith("torch_int4 is not ready here: pip install 'localq[torch]'") for w in rec.warnings)
+    assert rec.choice.ready and rec.choice.backend in registered_backends()
+    int4 = [p for p in rec.plans if p.backend == "torch_int4"]
+    assert int4
+    if "torch_int4" not in registered_backends():
+        assert all(not p.ready for p in int4)
+        # the install advice is true: no extra can add a backend this version lacks
+        assert all(p.setup.startswith("the torch INT4 backend is not part of this localq version") for p in int4)
+        assert not any("localq[torch]" in p.setup for p in int4)
+    # a registered backend whose library is missing says what to install
+    profile.backends["llamacpp"] = dataclasses.replace(profile.backends["llamacpp"], available=False,
+                                                       reason="llama-cpp-python is not installed")
+    rec = recommend(profile, "llama3.1:8b")
+    llama = [p for p in rec.plans if p.backend == "llamacpp"]
+    assert all(not p.ready and p.setup == "llama-cpp-python is not installed; pip install 'localq[llamacpp]'" for p in llama)
+    assert rec.choice is None or rec.choice.backend != "llamacpp"
+
+
+def test_a_cpu_only_llama_cpp_on_a_gpu_machine_runs_on_the_cpu_and_says_how_to_offload():
+    from recorded_machines import h200_141gb
+
+    profile = h200_141gb()   # the recorded H200, with the backends of this test environment
+    rec = recommend(profile, "llama3.1:8b")
+    llama = profile.backends["llamacpp"]
+    if llama.available and llama.device == "cpu":
+        assert (rec.choice.backend, rec.choice.device) == ("llamacpp", "cpu")
+        cuda = [p for p in rec.plans if p.backend == "llamacpp" and p.device.startswith("cuda")]
+        assert cuda and all(not p.ready and "CMAKE_ARGS='-DGGML_CUDA=on'" in p.setup for p in cuda)
+    for p in rec.plans:
+        assert p.ready == (p.setup == "")
+
+
+MLX_PLUGIN = """
+from localq.backends.base import Backend
+
+
+class PluginMlx(Backend):
+    name = "mlx"
+    formats = ("mlx",)
+
+    def available(self, profile=None):
+        return True, ""
+
+    def load(self, model, options=None, profile=None):
+        raise NotImplementedError
+"""
+
+
+def test_a_backend_registered_by_another_package_becomes_runnable_with_no_change(tmp_path, monkeypatch):
+    """A real distribution on sys.path registers ``mlx`` through the entry points, as the MLX
+    backend's package will: the M2's MLX plans become the choice, as the policy says."""
+    (tmp_path / "plugin_mlx.py").write_text(MLX_PLUGIN)
+    dist = tmp_path / "plugin_mlx-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-mlx\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[localq.backends]\nmlx = plugin_mlx:PluginMlx\n")
+    before = recommend(m2_16gb(), "llama3.1:8b").choice
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from localq.probe.backends import registered_backends
+
+    assert "mlx" in registered_backends()
+    after = recommend(m2_16gb(), "llama3.1:8b").choice
+    assert (after.backend, after.quant, after.device) == ("mlx", "mlx-4bit", "metal")
+    assert before.backend == "llamacpp" or before.backend == "mlx"
 
 
 def test_gqa_counts_in_the_kv_cache():
@@ -316,7 +406,7 @@ def test_absurd_measurements_and_profiles():
 
 def test_recommendation_is_json():
     data = json.loads(json.dumps(recommend(m2_16gb(), "llama3.1:8b").to_dict()))
-    assert data["choice"]["quant"] == "mlx-4bit"
+    assert data["choice"]["quant"] in ("mlx-4bit", "q4_k_m")
     assert data["plans"][0] == data["choice"]
 
 
