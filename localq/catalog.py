@@ -40,6 +40,14 @@ class CatalogModel:
     mlx_repos: dict[str, str] = field(default_factory=dict)  # {"mlx-4bit": "mlx-community/..."}
     default: bool = False     # the size a bare family name picks
     description: str = ""
+    # The GGUF quants the gguf_repo holds, as its listing showed them; empty when not
+    # recorded (then every candidate is assumed). Offline the recommender chooses among
+    # these; online, the repository's own listing wins.
+    gguf_quants: tuple[str, ...] = ()
+    gated: bool = False       # source_repo needs a Hub token and an accepted licence
+
+    def __post_init__(self):
+        object.__setattr__(self, "gguf_quants", tuple(self.gguf_quants))
 
     @property
     def ref(self) -> str:

@@ -8,8 +8,8 @@ files of a safetensors repository (its ``config.json`` and weight index).
 How references map to files:
 
 - ``smollm2:135m-q8_0`` (catalog): the entry's ``gguf_repo``; ``...-mlx-4bit``
-  takes the entry's MLX repository instead. int4 variants are never on the Hub:
-  ``localq quantize`` makes them.
+  takes the entry's MLX repository instead. int4 variants are never on the Hub
+  (they are made locally from the source weights).
 - ``hf.co/ORG/REPO:Q4_K_M``: the GGUF whose file name carries that quant,
   case-insensitive, as llama.cpp's ``-hf`` finds it. Each GGUF's quant is the
   last ``-``/``.``-separated word of its name that looks like a quant
@@ -437,13 +437,15 @@ def _target(ref: ModelRef):
     _check_tag(ref, quant, entry)
     if quant in INT4_QUANTS:
         raise InvalidReference(
-            f"{quant} variants are not on the Hub", f"make one with `localq quantize {entry.ref} --to {quant}`"
+            f"{quant} variants are not on the Hub: they are made locally from the source weights",
+            f"pull a GGUF quant instead, e.g. `localq pull {entry.ref}-q4_k_m`"
         )
     if quant in MLX_QUANTS:
         repo = entry.mlx_repos.get(quant)
         if not repo:
             have = ", ".join(sorted(entry.mlx_repos)) or "none"
-            raise ModelNotFound(f"no {quant} repository known for {entry.ref} (MLX quants: {have})", f"or make it with `localq quantize {entry.ref} --to {quant}`")
+            raise ModelNotFound(f"no {quant} repository known for {entry.ref} (MLX quants: {have})",
+                                f"pull a GGUF quant instead, e.g. `localq pull {entry.ref}-q4_k_m`")
         return entry, repo, quant, entry.ref
     return entry, entry.gguf_repo, quant, entry.ref
 

@@ -812,6 +812,36 @@ def _warnings(rec: Recommendation, spec: ModelSpec) -> list[str]:
     return warnings
 
 
+def pullable_quants(model) -> list[str] | None:
+    """The candidate quants a pull of catalog ``model`` can fetch: the GGUF quants its
+    repository holds (all candidates when the catalog did not record them) and its
+    MLX repositories' quants; never INT4, which is made locally, not downloaded."""
+    gguf = list(getattr(model, "gguf_quants", ()) or [q.tag for q in QUANTS if q.backend == "llamacpp"])
+    mlx = list(getattr(model, "mlx_repos", {}) or {})
+    return [tag for tag in CANDIDATES if tag in gguf or tag in mlx]
+
+
+def recommend_pull(profile: HardwareProfile, model, available_quants=None, context: int | None = None,
+                   prefer: str = "balanced") -> Recommendation:
+    """The recommendation a pull acts on, shared by ``localq pull`` and the app's Discover.
+
+    Among the quants that can be fetched: ``available_quants`` (a repository's
+    listing: tags, or tag -> bytes for exact sizes) when given, else the
+    catalog's record (``pullable_quants``).
+    """
+    if isinstance(model, str):
+        model = find_model(model)
+    spec = _spec(model)
+    if available_quants is None:
+        quants = pullable_quants(model) if not isinstance(model, ModelSpec) else None
+        return recommend(profile, spec, context, prefer, quants=quants)
+    offered = [q.lower() for q in available_quants]
+    if isinstance(available_quants, dict):
+        sizes = {tag.lower(): int(n) for tag, n in available_quants.items() if n and tag.lower() in QUANTS_BY_TAG}
+        spec = ModelSpec(**{**asdict(spec), "file_sizes": {**spec.file_sizes, **sizes}})
+    return recommend(profile, spec, context, prefer, quants=[q for q in offered if q in QUANTS_BY_TAG])
+
+
 def choose_quant_for_pull(profile: HardwareProfile, model, available_quants,
                           context: int | None = None, prefer: str = "balanced") -> str | None:
     """The quant ``localq pull`` should fetch, among those the repository offers.
@@ -830,12 +860,8 @@ def choose_quant_for_pull(profile: HardwareProfile, model, available_quants,
     known = [tag for tag in offered if tag in QUANTS_BY_TAG]
     if not known:
         return None
-    spec = _spec(model)
-    if isinstance(available_quants, dict):
-        sizes = {tag.lower(): int(n) for tag, n in available_quants.items() if n and tag.lower() in QUANTS_BY_TAG}
-        spec = ModelSpec(**{**asdict(spec), "file_sizes": {**spec.file_sizes, **sizes}})
-    rec = recommend(profile, spec, context, prefer, quants=known)
+    rec = recommend_pull(profile, model, available_quants, context, prefer)
     if rec.choice is None:
-        raise LocalqError(f"none of the offered quants of {spec.name} fits this machine: {rec.reason}",
+        raise LocalqError(f"none of the offered quants of {rec.model} fits this machine: {rec.reason}",
                           "name a quant explicitly to pull it anyway")
     return offered[rec.choice.quant]

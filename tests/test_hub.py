@@ -160,7 +160,7 @@ def test_a_named_quant_must_match_the_safetensors_weights(fake_hub):
     ("nosuchmodel", ModelNotFound, "no model named 'nosuchmodel' in the catalog"),
     ("smollm2:99b", ModelNotFound, "smollm2 has no size 99b"),
     ("smollm2:135m-foo-q8_0", InvalidReference, "unknown tag '135m-foo-q8_0' for smollm2: 'foo' is not a size or a quant"),
-    ("smollm2:135m-int4-g128", InvalidReference, "int4-g128 variants are not on the Hub"),
+    ("smollm2:135m-int4-g128", InvalidReference, "int4-g128 variants are not on the Hub: they are made locally from the source weights"),
     ("smollm2:135m-mlx-6bit", ModelNotFound, "no mlx-6bit repository known for smollm2:135m (MLX quants: mlx-4bit, mlx-8bit)"),
     ("./model.gguf", InvalidReference, "'./model.gguf' is a file, not a model to pull"),
 ])

@@ -482,3 +482,35 @@ def test_an_amd_gpu_runs_llama_cpp_with_its_bandwidth_assumed():
     assert (rec.choice.backend, rec.choice.device, rec.choice.pool) == ("llamacpp", "rocm", "VRAM")
     assert rec.reason.startswith("Q4_K_M on llama.cpp (rocm): llama.cpp offloads to Radeon RX 7900 XTX")
     assert rec.assumptions == ["Radeon RX 7900 XTX / XT's memory bandwidth unknown; assumed 300 GB/s"]
+
+
+# --- what a pull can fetch -------------------------------------------------------------------
+
+
+def test_pulls_choose_only_quants_the_repository_holds():
+    from localq.recommend import recommend_pull
+
+    # Qwen/Qwen3-0.6B-GGUF holds only Q8_0; Qwen3-4B-GGUF Q4_K_M, Q5_0, Q5_K_M, Q6_K, Q8_0
+    small = recommend_pull(laptop_8gb(), find("qwen3", "0.6b"))
+    assert small.choice.quant == "q8_0" and {p.quant for p in small.plans} == {"q8_0"}
+    four = recommend_pull(pi5_8gb(), find("qwen3", "4b"), prefer="speed")
+    assert four.choice.quant in {"q4_k_m", "q5_0", "q5_k_m", "q6_k", "q8_0"}
+    assert not {"q3_k_m", "q4_0", "q2_k"} & {p.quant for p in four.plans}
+    # online, the repository's listing wins over the catalog's record
+    listed = recommend_pull(laptop_8gb(), find("qwen3", "4b"), ["Q4_K_M", "Q8_0"])
+    assert {p.quant for p in listed.plans} == {"q4_k_m", "q8_0"}
+
+
+def test_no_pull_recommends_an_int4_variant_and_the_welcome_has_pulls_on_nvidia():
+    from recorded_machines import h200_141gb
+
+    from localq.catalog import load_catalog
+    from localq.recommend import recommend_pull
+    from localq.tui.screens.discover import pull_ref
+    from localq.tui.screens.welcome import suggested_pulls
+
+    for machine in (desktop_4090(), h200_141gb()):
+        rec = recommend_pull(machine, "llama3.1:8b")
+        assert not any(p.quant.startswith("int4") for p in rec.plans)
+        pulls = suggested_pulls(machine, load_catalog())
+        assert pulls and all(pull_ref(model, plan.quant) for model, plan in pulls)

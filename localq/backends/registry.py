@@ -86,5 +86,11 @@ def backend_for(fmt: str, profile=None) -> Backend:
         reasons.append(f"{backend.name}: {why}")
     if reasons:
         raise BackendError(f"no backend can run {fmt} models here ({'; '.join(reasons)})")
+    from localq.probe.backends import INSTALL_ADVICE, not_registered
+
+    name = preferred or fmt
+    if name not in backend_names():
+        raise BackendError(f"no installed backend runs {fmt} models: {not_registered(name)}",
+                           "pull a GGUF quant of the model instead, which llama.cpp runs")
     raise BackendError(f"no installed backend runs {fmt} models",
-                       "install localq with the matching extra, e.g. pip install 'localq[llamacpp]'")
+                       INSTALL_ADVICE.get(name, "reinstall the package that provides it"))

@@ -95,7 +95,7 @@ class DiscoverScreen(SectionScreen):
 
     def refresh_catalog(self, *_args) -> None:
         from localq.catalog import format_parameters, search
-        from localq.recommend import recommend
+        from localq.recommend import recommend_pull
 
         profile = self.app.profile
         needle = self.query_one("#discover-search", Input).value
@@ -104,7 +104,7 @@ class DiscoverScreen(SectionScreen):
         if profile is not None:
             for model in self.models:
                 try:
-                    self.recommendations[model.ref] = recommend(profile, model)
+                    self.recommendations[model.ref] = recommend_pull(profile, model)
                 except Exception as exc:
                     show_error(self.app, exc)
                     break
@@ -197,7 +197,8 @@ class DiscoverScreen(SectionScreen):
             return
         ref = pull_ref(model, plan.quant)
         if ref is None:
-            self.notify(f"{plan.quant} is not on the Hub: make it with `localq quantize {model.ref} --to {plan.quant}`",
+            self.notify(f"{plan.quant} is not on the Hub, and this localq version cannot make it here; "
+                        f"pick a GGUF quant (`localq pull {model.ref}-q4_k_m`)",
                         severity="warning")
             return
         self.app.start_pull(ref)

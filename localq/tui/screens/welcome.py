@@ -26,11 +26,11 @@ SUGGESTIONS = 4
 
 def suggested_pulls(profile, models) -> list[tuple[object, object]]:
     """(catalog model, plan) for the best pulls here: fits, comfortable speed, biggest first."""
-    from localq.recommend import recommend
+    from localq.recommend import recommend_pull
 
     found = []
     for model in models:
-        choice = recommend(profile, model).choice
+        choice = recommend_pull(profile, model).choice
         if choice is not None and choice.fits and choice.tokens_per_second >= COMFORTABLE_TPS:
             found.append((model, choice))
     found.sort(key=lambda mc: -mc[0].parameters)
