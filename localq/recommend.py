@@ -546,6 +546,16 @@ def plan(profile: HardwareProfile, spec: ModelSpec, quant: Quant, runtime: Runti
     )
 
 
+def offload_plan(profile: HardwareProfile, spec: ModelSpec, context: int) -> Plan | None:
+    """The llama.cpp GPU plan for ``spec``'s own file at ``context``: the plan ``recommend``
+    shows, whose ``gpu_layers`` the backend then loads with. None without a usable GPU."""
+    quant = next((QUANTS_BY_TAG[t] for t in spec.file_sizes if t in QUANTS_BY_TAG), QUANTS_BY_TAG["q4_k_m"])
+    for runtime in runtimes(profile)[0]:
+        if runtime.backend == "llamacpp" and runtime.device != "cpu":
+            return plan(profile, spec, quant, runtime, context)
+    return None
+
+
 def all_plans(profile: HardwareProfile, spec: ModelSpec, context: int, measured=None,
               quants: Iterable[str] | None = None) -> tuple[list[Plan], list[str]]:
     """Every candidate plan for the policy's runtimes, and the assumptions made."""

@@ -345,3 +345,31 @@ def test_a_split_gguf_variant_loads_from_its_blobs(tmp_home, hub_files, smollm2_
     # The same tensors in three parts answer as the single file does.
     assert split.text == run(smollm2_session, user("What is 2+2?"), params)[1].text
     assert open_index().execute("SELECT last_used FROM variants WHERE id = ?", [variant.id]).fetchone()[0]
+
+
+# --- the shared generation defaults --------------------------------------------------------------
+
+
+def test_a_reply_without_max_tokens_ends_at_the_cap_bounded_by_the_context(smollm2_session):
+    """A greedy reply that never meets an end token (ignore_eos stands in for a loop) stops at
+    the default cap: DEFAULT_MAX_TOKENS, at most half the context; not at the full context."""
+    from localq.backends.base import DEFAULT_MAX_TOKENS, reply_limit
+
+    params = GenerationParams(temperature=0, ignore_eos=True)
+    limit = reply_limit(params, smollm2_session.n_ctx)
+    assert limit == min(DEFAULT_MAX_TOKENS, smollm2_session.n_ctx // 2) == 512
+    _, done = run(smollm2_session, user("Count."), params)
+    assert done.finish_reason == "length" and done.completion_tokens == limit
+
+
+def test_the_help_documents_the_defaults_the_code_uses():
+    from click.testing import CliRunner
+
+    from localq.backends.base import DEFAULT_MAX_TOKENS
+    from localq.cli import cli
+
+    text = " ".join(CliRunner().invoke(cli, ["run", "--help"]).output.split())
+    defaults = GenerationParams()
+    assert f"(default {defaults.temperature:g})" in text and f"(default {defaults.top_p:g})" in text
+    assert f"(default {defaults.top_k})" in text and f"(default {defaults.repeat_penalty:g}, as llama.cpp)" in text
+    assert f"(default {DEFAULT_MAX_TOKENS}, at most half the context)" in text

@@ -41,7 +41,7 @@ def named_commands() -> list[tuple[str, str]]:
         for text, line in _strings(ast.parse(path.read_text())):
             found += [(f"{path.relative_to(ROOT.parent)}:{line}", m) for m in COMMAND_RE.findall(text)]
     if README.exists():
-        found += [(f"README.md", m) for m in COMMAND_RE.findall(README.read_text())]
+        found += [("README.md", m) for m in COMMAND_RE.findall(README.read_text())]
     return found
 
 

@@ -13,11 +13,12 @@ Decisions (``LoadOptions`` fields left as None):
   trained context (``default_context``).
 - ``n_threads``: physical cores (``psutil.cpu_count(logical=False)``), for both
   prompt and decode: hyper-threads only slow llama.cpp's matrix kernels.
-- ``n_gpu_layers``: every layer when the build offloads (CUDA, Metal ...),
-  else 0; ``default_gpu_layers`` is the hook for the recommender's split.
-- The model is memory-mapped. Before loading, a CPU-only load checks that the
-  weights plus the KV cache fit in available memory (``check_fits``, the same
-  estimate as ``localq.recommend``: weights + KV cache + overhead).
+- ``n_gpu_layers``: on a build that offloads (CUDA, Metal ...), the layers the
+  recommender's plan puts on the GPU (``default_gpu_layers``), else 0.
+- The model is memory-mapped. Before loading, the memory check runs: a CPU load
+  checks weights + KV cache + overhead against available RAM (``check_fits``),
+  a load with GPU layers checks the plan's VRAM and RAM parts
+  (``check_offload_fits``); both are ``localq.recommend``'s estimates.
 - The chat template comes from the GGUF metadata (``localq.chat.templates``);
   a reply stops at any end-of-generation token the vocabulary declares.
 - Consecutive turns reuse the KV cache: only the tokens after the longest
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from localq.backends.base import (
-    Backend, Done, GenerationParams, LoadOptions, Session, TextDelta, model_path_of,
+    Backend, Done, GenerationParams, LoadOptions, Session, TextDelta, model_path_of, reply_limit,
 )
 from localq.errors import BackendError, LocalqError
 
@@ -70,12 +71,48 @@ def default_context(info, profile=None) -> int:
     return min(DEFAULT_CONTEXT, info.context_length or DEFAULT_CONTEXT)
 
 
-def default_gpu_layers(info, profile=None, *, build_offloads: bool) -> int:
-    """Layers to offload when the user names none: all when the build can, else none.
+def default_gpu_layers(info, profile=None, *, build_offloads: bool, n_ctx: int = DEFAULT_CONTEXT) -> int:
+    """Layers to offload when the user names none: the recommender's plan.
 
-    Hook: the recommender's split for a model bigger than the GPU goes here.
+    None on a CPU-only build; otherwise the layers ``localq.recommend.offload_plan``
+    puts on the GPU at this context (all of them when the model fits, part of
+    them when it does not), so the split ``localq recommend`` shows is the one
+    that loads. Every layer when the model's numbers are missing from its header.
     """
-    return -1 if build_offloads else 0
+    if not build_offloads:
+        return 0
+    from localq.recommend import ModelSpec, offload_plan
+
+    try:
+        spec = ModelSpec.from_gguf_info(info)
+    except LocalqError:
+        return -1
+    if profile is None:
+        from localq.probe import probe
+
+        profile = probe(bandwidth=False)
+    planned = offload_plan(profile, spec, n_ctx)
+    if planned is None or planned.gpu_layers is None:
+        return 0 if planned is None else spec.layers
+    return planned.gpu_layers
+
+
+def check_offload_fits(info, n_ctx: int, n_gpu_layers: int, profile, name: str) -> None:
+    """The memory check of a load with layers on the GPU: the plan's VRAM and RAM parts."""
+    from localq.recommend import ModelSpec, offload_plan, size
+
+    try:
+        spec = ModelSpec.from_gguf_info(info)
+    except LocalqError:
+        return
+    planned = offload_plan(profile, spec, n_ctx)
+    if planned is None or planned.fits_now:
+        return
+    raise LocalqError(
+        f"{name} needs about {size(planned.gpu_bytes)} of VRAM and {size(planned.host_bytes)} of RAM with a "
+        f"{n_ctx}-token context ({planned.gpu_layers} of {spec.layers} layers on the GPU), more than is free",
+        "pick a smaller quant (`localq recommend MODEL`), a smaller --ctx, or close other programs",
+    )
 
 
 def gguf_parts(model) -> list[Path]:
@@ -235,9 +272,15 @@ class LlamaCppBackend(Backend):
         offloads = bool(lib.llama_supports_gpu_offload())
         n_gpu_layers = options.n_gpu_layers
         if n_gpu_layers is None:
-            n_gpu_layers = default_gpu_layers(info, profile, build_offloads=offloads)
+            n_gpu_layers = default_gpu_layers(info, profile, build_offloads=offloads, n_ctx=n_ctx)
         if options.check_memory and n_gpu_layers == 0:
             check_fits(info, n_ctx, profile=profile, weights=getattr(model, "size", None), name=name)
+        elif options.check_memory:   # layers on the GPU: check the split's VRAM and RAM parts
+            if profile is None:
+                from localq.probe import probe
+
+                profile = probe(bandwidth=False)
+            check_offload_fits(info, n_ctx, n_gpu_layers, profile, name)
 
         started = time.perf_counter()
         mark = _LOG.serial
@@ -544,7 +587,7 @@ class LlamaCppSession(Session):
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         utf8 = decoder.decode
         stops = StopMatcher(params.stop) if params.stop else None
-        max_tokens = params.max_tokens or self.n_ctx
+        max_tokens = reply_limit(params, self.n_ctx)
         ignore_eos = params.ignore_eos
         n_ctx = self.n_ctx
         parts: list[str] = []
