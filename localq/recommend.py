@@ -6,8 +6,11 @@ numbers (a catalog entry or a GGUF file's header). For every candidate
 
 - memory: weights (the quant's bits per weight, or the exact file size when it
   is known) + the KV cache (2 x layers x context x KV heads x head dim x 2 bytes
-  of f16, so grouped-query attention counts) + runtime overhead (compute
-  buffers, the output logits of a 512-token batch, a CUDA context, the process);
+  of f16, so grouped-query attention counts) + runtime overhead: on the CPU the
+  process and the compute buffer pages llama.cpp touches
+  (``compute_buffer_bytes``, checked against ``localq bench``); on a GPU the
+  whole reserved compute buffer, the logits of a 512-token batch and a CUDA
+  context, since device memory is committed when it is reserved;
 - where it lives and whether it fits with headroom: RAM (total minus a reserve
   for the system; swap never counts), VRAM (95% of the card), or on Apple
   Silicon the share of unified memory Metal lets one process wire;
@@ -160,8 +163,10 @@ ASSUMED_CPU_BANDWIDTH_GBPS = 20.0   # dual-channel DDR4, when nothing was measur
 ASSUMED_GPU_BANDWIDTH_GBPS = 300.0  # a modest discrete GPU, when the card's figure is unknown
 INT4_MIN_CC = (8, 0)
 
-RUNTIME_BASE = 256 * MiB            # the process: Python and the backend's libraries
-SCRATCH = 256 * MiB                 # activations and scratch for a 512-token batch
+# The process: Python, localq and llama.cpp's libraries. Measured: 43.5 MiB of peak RSS
+# with llama.cpp loaded and no model, plus the CLI's own imports (rich, sqlite).
+RUNTIME_BASE = 64 * MiB
+SCRATCH = 256 * MiB                 # GPU: activations and scratch for a 512-token batch
 CUDA_CONTEXT = 512 * MiB            # the CUDA context and cuBLAS workspace on the GPU
 BATCH = 512                         # llama.cpp's n_ubatch: its logits buffer is BATCH x vocab f32
 RAM_RESERVE_MIN = int(1.5 * GiB)    # left to the system and its programs
@@ -466,9 +471,28 @@ def _gpu(profile: HardwareProfile, runtime: Runtime) -> GpuInfo | None:
     return profile.best_gpu(vendor) if runtime.device in ("cuda", "rocm", "vulkan") else None
 
 
+def compute_buffer_bytes(spec: ModelSpec) -> int:
+    """The part of llama.cpp's CPU compute buffer a load really touches.
+
+    llama.cpp reserves its compute buffer for the worst-case graph of one
+    ``n_ubatch`` (512) batch: for SmolLM2-135M it logs "CPU compute buffer size =
+    98.25 MiB", almost all of it the logits of 512 tokens x 49152 vocabulary in
+    f32. On the CPU that reservation is virtual memory: only pages written count,
+    and llama.cpp computes logits only for the tokens that need output (the last
+    one of a prompt), while flash attention (``auto`` turns it on for the CPU)
+    never builds the context x heads score matrix. What is written is one batch of
+    f32 activations, about 4 hidden-size and 2 feed-forward-size rows per token
+    (residual, norm, Q/K/V and attention output; gate and up), plus one row of
+    logits. Checked by ``benchmarks/bench_estimates.py`` against ``localq bench``'s
+    peak RSS for SmolLM2 Q4_1, Q8_0 and F16 at 512 to 8192 tokens.
+    """
+    activations = BATCH * (4 * spec.hidden_size + 2 * spec.intermediate_size) * 4
+    return activations + spec.vocab_size * 4
+
+
 def host_overhead_bytes(spec: ModelSpec) -> int:
-    """Memory a load takes besides weights and KV cache: the process, scratch, the logits buffer."""
-    return RUNTIME_BASE + SCRATCH + BATCH * spec.vocab_size * 4
+    """Memory a CPU load takes besides weights and KV cache: the process and the compute buffer."""
+    return RUNTIME_BASE + compute_buffer_bytes(spec)
 
 
 def plan(profile: HardwareProfile, spec: ModelSpec, quant: Quant, runtime: Runtime, context: int,

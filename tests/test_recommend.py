@@ -132,10 +132,10 @@ def test_slow_plans_suggest_a_smaller_model():
 
 
 def test_nothing_fits_names_a_smaller_model():
-    rec = recommend(pi5_8gb(), "qwen2.5:14b")
+    rec = recommend(pi5_8gb(), "qwen2.5:14b", context=16384)
     assert rec.choice is None
     assert rec.smaller_model == "qwen2.5:3b"
-    assert rec.reason.startswith("qwen2.5:14b does not fit at a 4096-token context: even ")
+    assert rec.reason.startswith("qwen2.5:14b does not fit at a 16384-token context: even ")
     assert rec.reason.endswith("qwen2.5:3b would fit")
 
 
@@ -152,12 +152,12 @@ def test_nothing_fits_names_the_largest_context_that_would():
 
 
 def test_only_q2_k_fitting_is_not_a_plan():
-    rec = recommend(laptop_8gb(), "gemma2:9b")
+    rec = recommend(laptop_8gb(), "gemma2:9b", context=6144)   # Q3_K_M's KV cache no longer fits
     assert rec.choice is None
-    assert rec.reason.startswith("gemma2:9b fits at a 4096-token context only as Q2_K, which loses too much quality")
+    assert rec.reason.startswith("gemma2:9b fits at a 6144-token context only as Q2_K, which loses too much quality")
     assert rec.smaller_model == "gemma2:2b"
     # naming the quant is the user's call: then it is planned
-    named = recommend(laptop_8gb(), "gemma2:9b", quants=["q2_k"], floor=math.inf)
+    named = recommend(laptop_8gb(), "gemma2:9b", context=6144, quants=["q2_k"], floor=math.inf)
     assert named.choice.quant == "q2_k"
 
 
