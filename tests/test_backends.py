@@ -350,16 +350,21 @@ def test_a_split_gguf_variant_loads_from_its_blobs(tmp_home, hub_files, smollm2_
 # --- the shared generation defaults --------------------------------------------------------------
 
 
-def test_a_reply_without_max_tokens_ends_at_the_cap_bounded_by_the_context(smollm2_session):
+def test_a_reply_without_max_tokens_ends_at_the_cap_bounded_by_the_context(smollm2_gguf, tmp_home):
     """A greedy reply that never meets an end token (ignore_eos stands in for a loop) stops at
     the default cap: DEFAULT_MAX_TOKENS, at most half the context; not at the full context."""
     from localq.backends.base import DEFAULT_MAX_TOKENS, reply_limit
+    from localq.backends.llamacpp import LlamaCppBackend
 
-    params = GenerationParams(temperature=0, ignore_eos=True)
-    limit = reply_limit(params, smollm2_session.n_ctx)
-    assert limit == min(DEFAULT_MAX_TOKENS, smollm2_session.n_ctx // 2) == 512
-    _, done = run(smollm2_session, user("Count."), params)
-    assert done.finish_reason == "length" and done.completion_tokens == limit
+    session = LlamaCppBackend().load(smollm2_gguf, LoadOptions(n_ctx=256))   # a small context: a short test
+    try:
+        params = GenerationParams(temperature=0, ignore_eos=True)
+        limit = reply_limit(params, session.n_ctx)
+        assert limit == min(DEFAULT_MAX_TOKENS, session.n_ctx // 2) == 128
+        _, done = run(session, user("Count."), params)
+        assert done.finish_reason == "length" and done.completion_tokens == limit
+    finally:
+        session.close()
 
 
 def test_the_help_documents_the_defaults_the_code_uses():
