@@ -62,7 +62,11 @@ def measure(path: Path, n_ctx: int, home: Path) -> dict:
     env = {**os.environ, "LOCALQ_HOME": str(home)}
     cmd = [sys.executable, "-c", "from localq.cli import main; main()", "bench", str(path), "--ctx", str(n_ctx),
            "--prompt-tokens", "64", "--decode-tokens", "32", "--no-save", "--json"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    # Through a shell that forks (it has more to do after the command): Linux keeps a
+    # process's peak RSS across exec, so a child exec'd straight from this process would
+    # report this process's peak (llama.cpp loaded for quantizing) instead of its own.
+    shell = ["sh", "-c", '"$@"; status=$?; exit $status', "sh", *cmd]
+    done = subprocess.run(shell, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
 
@@ -96,9 +100,9 @@ def main() -> None:
     }
     os.environ["LOCALQ_HOME"] = str(home)
     profile = probe()
-    print(f"bandwidth {profile.bandwidth_gbps} GB/s ({profile.bandwidth_source})")
+    print(f"bandwidth {profile.bandwidth_gbps} GB/s ({profile.bandwidth_source})", flush=True)
     print(f"{'quant':6} {'ctx':>5} {'est MiB':>8} {'meas MiB':>9} {'mem est/meas':>13} "
-          f"{'est tok/s':>10} {'meas tok/s':>11} {'tok/s est/meas':>15}")
+          f"{'est tok/s':>10} {'meas tok/s':>11} {'tok/s est/meas':>15}", flush=True)
     worst = 0.0
     for name, path in files.items():
         for n_ctx in args.contexts:
@@ -107,7 +111,7 @@ def main() -> None:
             mem_ratio = est_mem / got["peak_memory"]
             worst = max(worst, abs(mem_ratio - 1))
             print(f"{name:6} {n_ctx:>5} {est_mem / MiB:>8.1f} {got['peak_memory'] / MiB:>9.1f} {mem_ratio:>13.2f} "
-                  f"{est_tps:>10.1f} {got['decode_tps']:>11.1f} {est_tps / got['decode_tps']:>15.2f}")
+                  f"{est_tps:>10.1f} {got['decode_tps']:>11.1f} {est_tps / got['decode_tps']:>15.2f}", flush=True)
     print(f"largest memory error: {worst:.0%} (target: within 20%)")
 
 
