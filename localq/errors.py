@@ -28,6 +28,10 @@ class LocalqError(Exception):
     def __str__(self) -> str:
         return self.one_line()
 
+    def __reduce__(self):
+        # Pickled with its hint (the model runner sends errors from its worker process).
+        return type(self), (self.message, self.hint)
+
 
 class InvalidReference(LocalqError):
     """A model reference that cannot be parsed: names the bad part."""

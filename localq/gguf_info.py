@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from localq.errors import BadModelFile, ModelNotFound
+from localq.gguf_checks import load_problems
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -121,6 +122,7 @@ class GGUFInfo:
     eos_token_id: int | None
     chat_template: str | None               # tokenizer.chat_template
     metadata: dict = field(default_factory=dict)  # every other key; long arrays summarized
+    load_problems: tuple[str, ...] = ()     # why llama.cpp would refuse or crash on it (gguf_checks)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of every field."""
@@ -257,7 +259,22 @@ def _summarize(layout: _Layout) -> GGUFInfo:
         eos_token_id=_int(meta, "tokenizer.ggml.eos_token_id"),
         chat_template=_str(meta, "tokenizer.chat_template"),
         metadata=shown,
+        load_problems=tuple(load_problems(meta, layout.tensors)),
     )
+
+
+def check_loadable(info: GGUFInfo, name: str | None = None) -> GGUFInfo:
+    """``info``, or BadModelFile with the first reason llama.cpp would refuse or crash on the file.
+
+    Run before loading and before indexing a file, so a header that would
+    abort llama.cpp's process is one line here instead.
+    """
+    if info.load_problems:
+        more = len(info.load_problems) - 1
+        extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise BadModelFile(f"{name or info.path.name} cannot be loaded: {info.load_problems[0]}{extra}",
+                           "the file is damaged or was converted wrongly; re-download or convert it again")
+    return info
 
 
 def _int(meta: dict, key: str) -> int | None:

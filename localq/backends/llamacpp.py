@@ -255,7 +255,8 @@ class LlamaCppBackend(Backend):
         return True, ""
 
     def load(self, model, options: LoadOptions | None = None, profile=None) -> "LlamaCppSession":
-        from localq.gguf_info import read_gguf_info
+        from localq.backends.cpu_features import use_extra_buffers
+        from localq.gguf_info import check_loadable, read_gguf_info
 
         options = options or LoadOptions()
         fmt = getattr(model, "format", "gguf")
@@ -264,6 +265,7 @@ class LlamaCppBackend(Backend):
         path, identity = model_path_of(model)
         name = getattr(model, "ref", None) or path.name
         info = read_gguf_info(path)           # a truncated or damaged file stops here, with why
+        check_loadable(info, name)            # so does a header llama.cpp would abort on
         options.validate(info.context_length)
         n_ctx = options.n_ctx or default_context(info, profile)
         n_threads = options.n_threads or physical_cores()
@@ -292,6 +294,8 @@ class LlamaCppBackend(Backend):
             mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP
         else:
             mparams.use_mmap = True
+        if hasattr(mparams, "use_extra_bufts") and not use_extra_buffers():
+            mparams.use_extra_bufts = False    # see cpu_features: AMX kernels that die with SIGILL
         parts = gguf_parts(model)
         if len(parts) > 1:   # blobs lack the -00001-of-0000N names llama.cpp would look for
             names = (ctypes.c_char_p * len(parts))(*[str(p).encode() for p in parts])
