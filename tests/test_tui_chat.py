@@ -137,3 +137,49 @@ async def test_chat_streams_stops_records_and_resumes(tmp_home):
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.session is not before and screen._loading is None, rounds=1200)
         assert screen.conversation.chat.id == chat.id  # the chat goes on with the new session
+
+
+@run_async
+async def test_a_dead_model_process_is_an_error_and_the_chat_goes_on(tmp_home):
+    import os
+    import signal
+
+    app = LocalqApp(profile=laptop_8gb(), first_start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        seen = record_notifications(app)
+        await settle(pilot)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ChatScreen")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.conversation is not None, rounds=1200)
+        first = screen.session
+        assert first.pid != os.getpid()   # the model runs in its own process
+        await set_params(pilot, temperature="0", max_tokens="8")
+        await pilot.press(*"Say hi.", "enter")
+        await wait_until(pilot, lambda: not screen.streaming, rounds=2400)
+        chat_id = screen.conversation.chat.id
+        assert chat_id is not None
+
+        # The engine dies mid-reply (as an out-of-memory kill would do it).
+        await set_params(pilot, max_tokens="")
+        await pilot.press(*"Tell me a very long story.", "enter")
+        await wait_until(pilot, lambda: screen.pieces_drawn >= 1, rounds=2400)
+        os.kill(first.pid, signal.SIGKILL)
+        await wait_until(pilot, lambda: not screen.streaming, rounds=2400)
+        errors = [text for kind, text in seen if kind == "error"]
+        print(errors)
+        assert any("the model process stopped: SIGKILL, last message: " in text for text in errors)
+
+        # The app is still here, loads the model again, and the chat goes on.
+        await wait_until(pilot, lambda: screen.session is not first and screen._loading is None
+                         and screen.session is not None and screen.session.alive, rounds=2400)
+        assert screen.conversation.chat.id == chat_id
+        assert [t["content"] for t in screen.conversation.turns][:1] == ["Say hi."]
+        await set_params(pilot, max_tokens="8")
+        await pilot.press(*"Say bye.", "enter")
+        await wait_until(pilot, lambda: not screen.streaming, rounds=2400)
+        await settle(pilot)
+        chat = [c for c in stored_chats() if c.id == chat_id][0]
+        assert [m.content for m in chat.messages if m.role == "user"] == ["Say hi.", "Say bye."]
+        assert chat.messages[-1].finish_reason in ("stop", "length")
+    assert not first.alive and not screen.session.alive   # quitting ended the model process

@@ -16,8 +16,14 @@ from localq.chat.history import Chat, Message, conversation_of, save_turn
 from localq.errors import LocalqError, ModelNotFound
 
 
-def open_session(db, ref: str, options: LoadOptions | None = None, profile=None) -> Session:
-    """Load the model ``ref`` names (an installed reference or a .gguf path) with the right backend."""
+def open_session(db, ref: str, options: LoadOptions | None = None, profile=None, *,
+                 worker: bool = False) -> Session:
+    """Load the model ``ref`` names (an installed reference or a .gguf path) with the right backend.
+
+    ``worker=True`` loads it in a model process (``localq.backends.runner``),
+    as the terminal app does: a crash of the engine is then an error, not the
+    end of the program. The CLI loads in-process, for speed.
+    """
     from localq.backends.registry import backend_for
     from localq.names import expand_path, parse
     from localq.store.index import resolve, touch
@@ -34,7 +40,13 @@ def open_session(db, ref: str, options: LoadOptions | None = None, profile=None)
     else:
         model = variant = resolve(db, parsed)
         fmt = variant.format
-    session = backend_for(fmt, profile).load(model, options or LoadOptions(), profile)
+    backend = backend_for(fmt, profile)
+    if worker:
+        from localq.backends import runner
+
+        session = runner.load(backend.name, model, options or LoadOptions(), profile)
+    else:
+        session = backend.load(model, options or LoadOptions(), profile)
     if variant is not None:
         touch(db, variant.id)
     return session

@@ -138,6 +138,7 @@ class ChatScreen(SectionScreen):
         self._stream = None          # MarkdownStream of the reply being written
         self._reply_widget: Markdown | None = None
         self._loading: str | None = None
+        self._ref: str | None = None     # the reference the session was loaded from
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="chat-body"):
@@ -157,9 +158,10 @@ class ChatScreen(SectionScreen):
             self.open_default_model()
 
     def on_unmount(self) -> None:
-        # Quitting mid-reply: stop the decode loop so its thread ends within a token.
+        # Quitting mid-reply: stop the decode loop, then end the model process.
         if self.session is not None:
             self.session.cancel()
+            self.session.close()
 
     # --- models -------------------------------------------------------------------
 
@@ -200,7 +202,7 @@ class ChatScreen(SectionScreen):
         old_session, old_conversation = self.session, self.conversation
         try:
             db = self.db or open_index()
-            session = open_session(db, ref, profile=self.app.profile)
+            session = open_session(db, ref, profile=self.app.profile, worker=True)
         except Exception as exc:
             report_error(self.app, exc)
             self.app.call_from_thread(self._load_failed, ref)
@@ -224,13 +226,14 @@ class ChatScreen(SectionScreen):
         if old_session is not None and old_session is not session:
             old_session.close()
         self.db = db
-        self.app.call_from_thread(self._loaded, session, conversation)
+        self.app.call_from_thread(self._loaded, session, conversation, ref)
 
     def _load_failed(self, ref: str) -> None:
         self._loading = None
         self.set_status(f"could not load {ref}" if self.session is None else self.model_status())
 
-    def _loaded(self, session, conversation) -> None:
+    def _loaded(self, session, conversation, ref: str | None = None) -> None:
+        self._ref = ref or self._ref
         previous = self.session
         self.session, self.conversation = session, conversation
         if previous is not None and previous is not session:
@@ -357,6 +360,18 @@ class ChatScreen(SectionScreen):
             self.set_status(self.model_status(last=done))
         self.query_one("#chat-transcript", VerticalScroll).scroll_end(animate=False)
         self.refresh_chats()
+        self.reload_if_stopped()
+
+    def reload_if_stopped(self) -> None:
+        """After the model process died (the error is shown already), load the model again.
+
+        The conversation stays: its turns, system prompt and parameters carry
+        over to the new session, as on a model switch.
+        """
+        if self.session is None or getattr(self.session, "alive", True) or self._ref is None:
+            return
+        self.notify(f"loading {self._ref} again", timeout=3)
+        self.open_model(self._ref)
 
     def action_stop(self) -> None:
         if self.streaming and self.session is not None:
