@@ -319,6 +319,8 @@ def show(model: str, as_json: bool) -> None:
     if variant is not None:
         click.echo(f"{variant.ref}  ({variant.format}, from {variant.source or variant.provenance.get('tool', '?')})")
     print_gguf_info(info)
+    for problem in info.load_problems:   # shown, not refused: show is how a user finds out why
+        click.echo(f"warning: llama.cpp cannot load this file: {problem}", err=True)
     if variant is not None:
         if benchmark:
             click.echo(

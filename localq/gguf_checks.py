@@ -115,7 +115,8 @@ def _head_problems(metadata: dict, key: str, blocks: int | None) -> list[str]:
         return [f"{key}attention.head_count is 0 in every layer"]
     for layer, (h, k) in enumerate(zip(heads, kv)):
         if h < 0 or k < 0 or (k and h % k):
-            where = f" in layer {layer}" if len(heads) > 1 else ""
+            where = "" if scalar and not isinstance(metadata.get(key + "attention.head_count_kv"), list) \
+                else f" in layer {layer}"
             return [f"{key}attention.head_count {h} is not a multiple of head_count_kv {k}{where}"]
     return []
 
@@ -148,8 +149,8 @@ def _block_problems(metadata: dict, key: str, by_name: dict, blocks: int, embd: 
     v_size = _number(metadata, key + "attention.value_length")
     for i in range(blocks):
         h, k = heads[min(i, len(heads) - 1)], kv[min(i, len(kv) - 1)]
-        if not h:
-            continue
+        if not h or not k:
+            continue     # a layer without attention (hybrid models)
         head_k = k_size or embd // h
         head_v = v_size or embd // h
         want = {

@@ -53,6 +53,7 @@ MAX_DIMS = 4                      # GGML_MAX_DIMS
 MIN_KV_BYTES = 13                 # key length 8 + value type 4 + a 1-byte value
 MIN_TENSOR_INFO_BYTES = 24        # name length 8 + n_dims 4 + type 4 + offset 8
 KEPT_ARRAY_LEN = 16               # arrays up to this long keep their values in ``metadata``
+KEPT_NUMBER_ARRAY_LEN = 512       # numbers per layer (head counts ...) are kept up to LLAMA_MAX_LAYERS
 K_QUANT_BLOCK = 256               # QK_K: the super-block width of llama.cpp's K-quants
 
 REDOWNLOAD_HINT = "re-download or re-import it"
@@ -459,7 +460,7 @@ class _Walker:
         if length > MAX_ARRAY_LEN:
             raise self.corrupt(f"{what} claims an array of {length} items "
                                f"(at most {MAX_ARRAY_LEN} is sane)")
-        if length <= KEPT_ARRAY_LEN:
+        if length <= KEPT_ARRAY_LEN or (length <= KEPT_NUMBER_ARRAY_LEN and element_type in _SCALAR_FORMATS):
             return [self.value(element_type, what, depth + 1) for _ in range(length)]
         if element_type in _SCALAR_FORMATS:
             end = self.pos + length * _SCALAR_FORMATS[element_type][1]

@@ -76,15 +76,19 @@ def import_file(
     catalog_ref: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Variant:
-    """Validate, hash, store and index one GGUF file."""
-    from localq.gguf_info import read_gguf_info
+    """Validate, hash, store and index one GGUF file.
+
+    A file whose header llama.cpp would refuse or crash on (``check_loadable``)
+    is refused here too: nothing that cannot run is indexed as runnable.
+    """
+    from localq.gguf_info import check_loadable, read_gguf_info
 
     path = Path(path).expanduser()
     if not path.exists():
         raise BadModelFile(f"{path} does not exist", "check the path")
     if path.is_dir():
         raise BadModelFile(f"{path} is a directory, not a GGUF file", "name the .gguf file inside it")
-    info = read_gguf_info(path)
+    info = check_loadable(read_gguf_info(path), path.name)
     model = check_name(name) if name else default_name(path)
     sha, _ = blobs.add_file(path, sha256, link=True, on_progress=on_progress)
     return add_variant(
@@ -198,7 +202,7 @@ def import_from(db, tool: str, root: str | Path | None = None) -> tuple[list[Var
 
 def import_blobs(db) -> tuple[list[Variant], list[str]]:
     """Re-index GGUF blobs of localq's own store that the index does not know."""
-    from localq.gguf_info import read_gguf_info
+    from localq.gguf_info import check_loadable, read_gguf_info
     from localq.store.index import referenced_blobs
 
     known = referenced_blobs(db)
@@ -208,7 +212,7 @@ def import_blobs(db) -> tuple[list[Variant], list[str]]:
             continue
         path = blobs.blob_path(sha)
         try:
-            info = read_gguf_info(path)
+            info = check_loadable(read_gguf_info(path))
         except LocalqError as exc:
             problems.append(f"{path.name}: {exc.message}")
             continue

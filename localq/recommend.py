@@ -222,6 +222,10 @@ class ModelSpec:
             raise LocalqError(f"{info.path.name} lacks {', '.join(missing)} in its metadata",
                               "localq cannot estimate its memory; name a catalog model instead")
         heads = info.head_count
+        if heads < 1 or info.embedding_length < 1:
+            raise LocalqError(f"{info.path.name} has {heads} attention heads and embedding length "
+                              f"{info.embedding_length} in its metadata",
+                              "the file is damaged or was converted wrongly; re-download or convert it again")
         sizes = {info.file_type.lower(): info.tensor_bytes} if info.file_type else {}
         return cls(
             name=info.path.name, parameters=info.parameter_count, layers=info.block_count,

@@ -41,7 +41,7 @@ from typing import Iterator, Sequence
 from localq.backends.base import (
     Backend, Done, GenerationParams, LoadOptions, Session, TextDelta, model_path_of, reply_limit,
 )
-from localq.errors import BackendError, LocalqError
+from localq.errors import BackendError, BadModelFile, LocalqError
 
 DEFAULT_CONTEXT = 4096
 GiB = 2**30
@@ -266,11 +266,12 @@ class LlamaCppBackend(Backend):
         name = getattr(model, "ref", None) or path.name
         info = read_gguf_info(path)           # a truncated or damaged file stops here, with why
         check_loadable(info, name)            # so does a header llama.cpp would abort on
+        lib = _load_library()
+        check_types_known(info, lib, name)
         options.validate(info.context_length)
         n_ctx = options.n_ctx or default_context(info, profile)
         n_threads = options.n_threads or physical_cores()
 
-        lib = _load_library()
         offloads = bool(lib.llama_supports_gpu_offload())
         n_gpu_layers = options.n_gpu_layers
         if n_gpu_layers is None:
@@ -362,6 +363,58 @@ def _set_flash_attn(lib, cparams, mode: str) -> None:
                                    "off": lib.LLAMA_FLASH_ATTN_TYPE_DISABLED}[mode]
     elif "flash_attn" in fields and mode != "auto":
         cparams.flash_attn = mode == "on"
+
+
+def check_types_known(info, lib, name: str | None = None) -> None:
+    """BadModelFile when a tensor type of ``info`` is one this llama.cpp build cannot compute.
+
+    The gguf package may know newer types than the installed llama.cpp, and
+    llama.cpp keeps removed ones (Q4_0_4_4 ...) as entries of size 0. The build's
+    own table (``ggml_blck_size`` / ``ggml_type_size``) must agree with the
+    format's for every type the file uses.
+    """
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    ggml = _ggml_base()
+    count = getattr(lib, "GGML_TYPE_COUNT", None)
+    if ggml is None or not isinstance(count, int):
+        return
+    for type_name in info.quant_mix:
+        try:
+            qtype = GGMLQuantizationType[type_name]
+        except KeyError:
+            continue
+        if qtype.value >= count or (ggml.ggml_blck_size(qtype.value), ggml.ggml_type_size(qtype.value)) \
+                != GGML_QUANT_SIZES[qtype]:
+            raise BadModelFile(f"{name or info.path.name} has {type_name} tensors, a type this llama.cpp build "
+                               "does not know", "update llama-cpp-python (pip install -U llama-cpp-python), "
+                               "or pick another quant of the model")
+
+
+_GGML = []
+
+
+def _ggml_base():
+    """libggml-base as llama-cpp-python ships it, with the two type-table functions (None if absent)."""
+    if _GGML:
+        return _GGML[0]
+    import llama_cpp
+
+    found = None
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    for candidate in ("libggml-base.so", "libggml-base.dylib", "ggml-base.dll"):
+        if (lib_dir / candidate).exists():
+            try:
+                found = ctypes.CDLL(str(lib_dir / candidate))
+                found.ggml_blck_size.restype = ctypes.c_int64
+                found.ggml_blck_size.argtypes = [ctypes.c_int]
+                found.ggml_type_size.restype = ctypes.c_size_t
+                found.ggml_type_size.argtypes = [ctypes.c_int]
+            except (OSError, AttributeError):
+                found = None
+            break
+    _GGML.append(found)
+    return found
 
 
 def _why(mark: int, fallback: str) -> str:
