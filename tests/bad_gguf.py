@@ -177,3 +177,32 @@ def patched(source: Path, target: Path, values: dict | None = None, *, tensors: 
             else:
                 out.truncate(info.size_bytes)
     return target
+
+
+def with_template(source: Path, target: Path, template: str, *, data: str = "sparse") -> Path:
+    """A copy of ``source`` whose chat template is ``template`` (data copied, or a hole).
+
+    The new template is padded with a Jinja comment to the old one's byte length
+    and written in place, so nothing else in the file moves.
+    """
+    import struct
+
+    from localq.gguf_info import read_gguf_info
+
+    info = read_gguf_info(source)
+    old = info.chat_template.encode()
+    new = template.encode()
+    if len(new) + 5 > len(old):
+        raise ValueError(f"a template of {len(new)} bytes does not fit in place of {len(old)}")
+    new += b"{#" + b" " * (len(old) - len(new) - 4) + b"#}"
+    with open(source, "rb") as src, open(target, "wb") as out:
+        header = bytearray(src.read(info.data_offset))
+        at = header.index(struct.pack("<Q", len(old)) + old) + 8
+        header[at:at + len(old)] = new
+        out.write(header)
+        if data == "copy":
+            while chunk := src.read(1 << 22):
+                out.write(chunk)
+        else:
+            out.truncate(info.size_bytes)
+    return target

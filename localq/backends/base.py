@@ -32,9 +32,10 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Union
 
 from localq.errors import BackendError, LocalqError
 
@@ -179,7 +180,7 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
 
-    def validate(self) -> "GenerationParams":
+    def validate(self) -> GenerationParams:
         """Return self, or raise LocalqError naming the absurd value and the range it needs."""
         def finite(name: str, value) -> float:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -227,7 +228,7 @@ class GenerationParams:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GenerationParams":
+    def from_dict(cls, data: dict) -> GenerationParams:
         """Parameters from a stored dict; unknown keys (from newer versions) are ignored."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
@@ -310,7 +311,13 @@ class Session(ABC):
         params = (params or GenerationParams()).validate()
         messages = check_messages(messages)
         self._cancel.clear()
-        fitted = fit_messages(messages, self.encode_chat, self.n_ctx, reserve=reply_reserve(params, self.n_ctx))
+        try:
+            fitted = fit_messages(messages, self.encode_chat, self.n_ctx, reserve=reply_reserve(params, self.n_ctx))
+        except LocalqError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a template or tokenizer failure is one line, not a traceback
+            raise BackendError(f"cannot prepare the prompt for {self.model_ref}: {type(exc).__name__}: {exc}",
+                               "the model's template or tokenizer failed; use another copy of the model") from None
         if fitted.dropped:
             yield ContextTrimmed(fitted.dropped, len(fitted.tokens), self.n_ctx)
         try:
@@ -347,7 +354,7 @@ class Session(ABC):
         if self._closed:
             raise BackendError("this model session is closed", "load the model again")
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -441,6 +448,16 @@ def model_path_of(model) -> tuple[Path, dict]:
 
 
 __all__ = [
-    "Backend", "Session", "LoadOptions", "GenerationParams", "TextDelta", "ContextTrimmed", "Done", "Event",
-    "FINISH_REASONS", "check_messages", "reply_reserve", "model_path_of",
+    "FINISH_REASONS",
+    "Backend",
+    "ContextTrimmed",
+    "Done",
+    "Event",
+    "GenerationParams",
+    "LoadOptions",
+    "Session",
+    "TextDelta",
+    "check_messages",
+    "model_path_of",
+    "reply_reserve",
 ]

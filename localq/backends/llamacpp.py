@@ -255,7 +255,6 @@ class LlamaCppBackend(Backend):
         return True, ""
 
     def load(self, model, options: LoadOptions | None = None, profile=None) -> "LlamaCppSession":
-        from localq.backends.cpu_features import use_extra_buffers
         from localq.gguf_info import check_loadable, read_gguf_info
 
         options = options or LoadOptions()
@@ -295,8 +294,6 @@ class LlamaCppBackend(Backend):
             mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP
         else:
             mparams.use_mmap = True
-        if hasattr(mparams, "use_extra_bufts") and not use_extra_buffers():
-            mparams.use_extra_bufts = False    # see cpu_features: AMX kernels that die with SIGILL
         parts = gguf_parts(model)
         if len(parts) > 1:   # blobs lack the -00001-of-0000N names llama.cpp would look for
             names = (ctypes.c_char_p * len(parts))(*[str(p).encode() for p in parts])
@@ -322,9 +319,15 @@ class LlamaCppBackend(Backend):
             lib.llama_model_free(handle)
             raise BackendError(f"llama.cpp cannot create a {n_ctx}-token context for {name}: "
                                f"{_why(mark, 'out of memory?')}", "try a smaller --ctx")
-        return LlamaCppSession(lib, handle, ctx, info, n_ctx=n_ctx, n_threads=n_threads,
-                               n_batch=min(options.n_batch, n_ctx), n_gpu_layers=n_gpu_layers,
-                               flash_attn=options.flash_attn, model_path=path, load_s=time.perf_counter() - started, **identity)
+        try:
+            return LlamaCppSession(lib, handle, ctx, info, n_ctx=n_ctx, n_threads=n_threads,
+                                   n_batch=min(options.n_batch, n_ctx), n_gpu_layers=n_gpu_layers,
+                                   flash_attn=options.flash_attn, model_path=path,
+                                   load_s=time.perf_counter() - started, **identity)
+        except BaseException:   # a template that does not compile: free what was loaded
+            lib.llama_free(ctx)
+            lib.llama_model_free(handle)
+            raise
 
 
 def _extra_buffers_safe() -> bool:
@@ -458,7 +461,8 @@ class LlamaCppSession(Session):
         self._add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
         self._bos = lib.llama_vocab_bos(self._vocab)
         self.template = ChatTemplate(info.chat_template, bos_token=self._token_text(self._bos),
-                                     eos_token=self._token_text(lib.llama_vocab_eos(self._vocab)))
+                                     eos_token=self._token_text(lib.llama_vocab_eos(self._vocab)),
+                                     model_name=self.model_ref)
 
     # --- tokens
 
