@@ -147,10 +147,10 @@ def _sandbox():
                                     f"{MAX_RESULT_ITEMS} items")
             return left * right
 
-        def call(__self, __context, __obj, *args, **kwargs):
+        def call(self, context, obj, /, *args, **kwargs):
             if any(too_big(v) for v in (*args, *kwargs.values())):
-                raise SecurityError(f"a number over {MAX_NUMBER_ARG} passed to {getattr(__obj, '__name__', 'a call')}")
-            return super().call(__context, __obj, *args, **kwargs)
+                raise SecurityError(f"a number over {MAX_NUMBER_ARG} passed to {getattr(obj, '__name__', 'a call')}")
+            return super().call(context, obj, *args, **kwargs)
 
     return Sandbox
 
