@@ -319,6 +319,8 @@ def show(model: str, as_json: bool) -> None:
     if variant is not None:
         click.echo(f"{variant.ref}  ({variant.format}, from {variant.source or variant.provenance.get('tool', '?')})")
     print_gguf_info(info)
+    if variant is not None and (variant.provenance or {}).get("quant_warning"):
+        click.echo(f"warning: {variant.provenance['quant_warning']}", err=True)
     for problem in info.load_problems:   # shown, not refused: show is how a user finds out why
         click.echo(f"warning: llama.cpp cannot load this file: {problem}", err=True)
     if variant is not None:
@@ -708,6 +710,8 @@ def pull_command(ctx: click.Context, ref: str, revision, max_rate, offline: bool
         reused = f", {_mb(result.reused)} reused" if result.reused else ""
         click.echo(f"pulled {result.variant.ref} ({_mb(result.variant.size)}; {_mb(result.downloaded)} downloaded"
                    f"{reused} in {result.elapsed:.1f}s)")
+    if result.variant is not None and (result.variant.provenance or {}).get("quant_warning"):
+        click.echo(f"warning: {result.variant.provenance['quant_warning']}", err=True)
 
 # --- chat, run, history, bench ------------------------------------------------
 

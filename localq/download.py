@@ -394,7 +394,8 @@ class _Fetcher:
         self.retries = retries
         self.limiter = limiter
         self.cancel = threading.Event()
-        self.opener = urllib.request.build_opener()  # honours HTTP(S)_PROXY, as huggingface_hub does
+        # Honours HTTP(S)_PROXY, as huggingface_hub does; the token never follows a redirect off the Hub.
+        self.opener = urllib.request.build_opener(_hub_only_redirects(plan.endpoint))
         self.downloaded = 0
         self.count_lock = threading.Lock()
 
@@ -525,7 +526,7 @@ class _Fetcher:
 
         meta = get_hf_file_metadata(remote.url, endpoint=self.plan.endpoint, timeout=CONNECT_TIMEOUT_S)
         headers = request_headers()
-        if _origin(meta.location) != _origin(remote.url):
+        if _origin(meta.location) != _origin(self.plan.endpoint):
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         return meta.location, headers
 
@@ -586,6 +587,27 @@ class _Fetcher:
                     self.downloaded += len(chunk)
                 self.progress.advance(remote, offset)
         return offset
+
+
+def _hub_only_redirects(hub: str):
+    """A redirect handler that drops ``Authorization`` on a redirect to any origin but the Hub's.
+
+    urllib copies every header of a request onto its redirected GET; a Hub that
+    redirects to a CDN (or anywhere) would receive the user's token otherwise.
+    """
+    import urllib.request
+
+    class HubOnlyRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and _origin(newurl) != _origin(hub):
+                for name in [k for k in new.headers if k.lower() == "authorization"]:
+                    del new.headers[name]
+                new.unredirected_hdrs = {k: v for k, v in new.unredirected_hdrs.items()
+                                         if k.lower() != "authorization"}
+            return new
+
+    return HubOnlyRedirects()
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -871,6 +893,7 @@ def _installed(db, plan: PullPlan) -> Variant | None:
 def _index(db, plan: PullPlan, results: list[tuple[str, str]]) -> Variant:
     files = [FileEntry(remote.relpath, sha, remote.size) for remote, (sha, _) in zip(plan.files, results)]
     architecture, parameters = plan.architecture, plan.parameters
+    quant, warning = plan.quant, None
     if plan.format == "gguf":
         from localq.gguf_info import read_gguf_info
 
@@ -882,12 +905,20 @@ def _index(db, plan: PullPlan, results: list[tuple[str, str]]) -> Variant:
                 raise BadModelFile(f"{entry.relpath} from {plan.repo_id} is not a usable GGUF: {exc.message}", exc.hint) from exc
         architecture = infos[0].architecture or architecture
         parameters = sum(i.parameter_count for i in infos) or parameters
+        from localq.quant_label import label
+
+        held = label(infos[0], plan.files[0].relpath)   # labelled by what the file holds
+        if held.quant != quant:
+            quant = held.quant
+            warning = held.warning or f"asked for {plan.quant.upper()}, the file holds {held.quant.upper()}"
+        else:
+            warning = held.warning
     return add_variant(
         db,
         model=plan.model,
         source_kind=plan.source_kind,
         catalog_ref=plan.catalog_ref,
-        quant=plan.quant,
+        quant=quant,
         format=plan.format,
         files=files,
         architecture=architecture,
@@ -898,6 +929,7 @@ def _index(db, plan: PullPlan, results: list[tuple[str, str]]) -> Variant:
             "pulled_from": plan.repo_url, "repo": plan.repo_id, "revision": plan.revision,
             "files": [f.path for f in plan.files], "ref": plan.ref, "quant_choice": plan.choice,
             "reason": plan.reason, "pulled": now(),
+            **({"quant_warning": warning, "requested_quant": plan.quant} if warning else {}),
         },
     )
 

@@ -127,7 +127,8 @@ class PullPlan:
 
     @property
     def repo_url(self) -> str:
-        return f"{self.endpoint}/{self.repo_id}"
+        """The repository's address, without any credentials written into HF_ENDPOINT."""
+        return f"{public_address(self.endpoint)}/{self.repo_id}"
 
     def to_dict(self) -> dict:
         return {
@@ -144,6 +145,17 @@ class PullPlan:
 def endpoint() -> str:
     """The Hub's address: ``HF_ENDPOINT`` (read now, not at import) or huggingface.co."""
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def public_address(url: str) -> str:
+    """``url`` without a ``user:password@`` part: what may be stored, logged or printed."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def offline_mode() -> bool:
@@ -175,7 +187,7 @@ def login_error(repo_id: str, status: int | None, hub: str | None = None) -> Hub
     return HubError(
         f"the Hub refused access to {repo_id}{code}: it is gated or private, or the token cannot read it",
         f"log in with `hf auth login` or set HF_TOKEN=hf_...; for a gated model, accept its terms at "
-        f"{hub or endpoint()}/{repo_id}",
+        f"{public_address(hub or endpoint())}/{repo_id}",
     )
 
 
@@ -193,7 +205,7 @@ def hub_error(exc: BaseException, repo_id: str, *, revision: str | None = None, 
     """A HubError for a failed huggingface_hub call or HTTP request."""
     from huggingface_hub import errors as hf_errors
 
-    hub = endpoint()
+    hub = public_address(endpoint())
     status = status_of(exc)
     if isinstance(exc, hf_errors.GatedRepoError) or status in (401, 403):
         return login_error(repo_id, status, hub)
@@ -210,7 +222,8 @@ def hub_error(exc: BaseException, repo_id: str, *, revision: str | None = None, 
         return HubError("HF_HUB_OFFLINE is set: the Hub cannot be reached", "unset HF_HUB_OFFLINE to pull")
     if status is not None:
         return HubError(f"the Hub answered {status} for {repo_id}", "try again later")
-    return HubError(f"cannot reach {hub}: {exc}", "check the network connection and HF_ENDPOINT, then try again")
+    detail = public_address(str(exc)) if "@" in str(exc) else exc
+    return HubError(f"cannot reach {hub}: {detail}", "check the network connection and HF_ENDPOINT, then try again")
 
 
 def _client_errors() -> tuple[type, ...]:
@@ -328,19 +341,35 @@ def available_quants(sets: list[GGUFSet]) -> dict[str, int]:
 
 
 def match_quant(sets: list[GGUFSet], quant: str, repo_id: str, suggest: Callable[[str], str] | None = None) -> GGUFSet:
-    """The set a requested quant names: by its quant word, else as a whole word of its name."""
+    """The set a requested quant names: by its quant word, else as a whole word of its name.
+
+    A request that is itself a quant word (``q6_k``) matches only that quant:
+    never ``Q6_K_L``, which is another file (other tensor types); the error then
+    offers it by its own name.
+    """
     exact = [s for s in sets if s.quant == quant]
     if exact:
         return exact[0]
-    word = re.compile(rf"(?<![a-z0-9]){re.escape(quant)}(?![a-z0-9])")
-    loose = [s for s in sets if word.search(s.name.rsplit("/", 1)[-1].lower())]
+    suggest = suggest or (lambda q: f"hf.co/{repo_id}:{q.upper()}")
+    if _QUANT_WORD_RE.match(quant):
+        near = sorted({s.quant for s in sets if s.quant and s.quant.startswith(quant + "_")})
+        if near:
+            raise HubError(
+                f"{repo_id} has no {quant.upper()} file; it has {', '.join(q.upper() for q in near)}, "
+                "which is another quant",
+                f"pull it by its own name, e.g. {suggest(near[0])}",
+            )
+        loose = []
+    else:
+        word = re.compile(rf"(?<![a-z0-9]){re.escape(quant)}(?![a-z0-9])")
+        loose = [s for s in sets if word.search(s.name.rsplit("/", 1)[-1].lower())]
     kinds = sorted({s.quant or s.name for s in loose})
     if len(kinds) > 1:
         raise HubError(f"{quant!r} matches several files in {repo_id}: {', '.join(kinds)}", "name one of them exactly")
     if loose:
         return loose[0]
     have = sorted(available_quants(sets))
-    example = (suggest or (lambda q: f"hf.co/{repo_id}:{q.upper()}"))(fallback_quant(available_quants(sets))) if have else None
+    example = suggest(fallback_quant(available_quants(sets))) if have else None
     raise HubError(
         f"{repo_id} has no {quant.upper()} file; it has: {', '.join(have) or 'no file with a quant in its name'}",
         f"pull one of those, e.g. {example}" if example else "name the file's quant as it appears in its name",
@@ -371,7 +400,11 @@ def default_quant(model, quants: dict[str, int]) -> tuple[str, str, str]:
         from localq.probe import probe
         from localq.recommend import choose_quant_for_pull
 
-        quant = choose_quant_for_pull(probe(), model, sorted(quants, key=lambda q: quants[q])).lower()
+        chosen = choose_quant_for_pull(probe(), model, sorted(quants, key=lambda q: quants[q]))
+        if not isinstance(chosen, str) or not chosen:
+            raise HubError(f"the recommender found no quant of {model.ref} among {', '.join(sorted(quants))}",
+                           f"name one, e.g. {model.ref}-{fallback_quant(quants)}")
+        quant = chosen.lower()
         return quant, "recommended", f"{quant.upper()}: the best fit for this machine (see `localq recommend {model.ref}`)"
     quant = fallback_quant(quants)
     return quant, "default", (f"{quant.upper()}: the catalog does not know this repository, so localq takes "
@@ -397,9 +430,13 @@ def resolve(
     if ref.kind == "path":
         raise InvalidReference(f"{ref.path!r} is a file, not a model to pull", f"index it with `localq import {ref.path}`")
     entry, repo_id, quant, model_name = _target(ref)
-    info = _with_retries(lambda: _model_info(repo_id, revision), repo_id, revision=revision)
-    commit = info.sha or revision or "main"
-    files = _remote_files(info, repo_id, commit)
+    try:
+        info = _with_retries(lambda: _model_info(repo_id, revision), repo_id, revision=revision)
+        commit = info.sha or revision or "main"
+        files, refused = _remote_files(info, repo_id, commit)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:   # a listing huggingface_hub cannot parse
+        raise HubError(f"the Hub's answer for {repo_id} is malformed ({type(exc).__name__}: {exc})",
+                       "check HF_ENDPOINT: it may not be a Hugging Face Hub") from None
     base = dict(
         ref=ref.format(), model=model_name, source_kind=ref.kind, catalog_ref=entry.ref if entry else None,
         repo_id=repo_id, revision=commit, endpoint=endpoint(),
@@ -407,6 +444,12 @@ def resolve(
     )
     sets = gguf_sets(files)
     wants_weights = quant is not None and (quant in MLX_QUANTS or quant == "source")
+    if quant and not any(st.quant == quant for st in sets):
+        refusal = _refused_for(refused, quant)
+    else:
+        refusal = refused[0][1] if refused and not sets and not any(f.path.endswith(".safetensors") for f in files) else None
+    if refusal:
+        raise HubError(refusal, "the Hub (or HF_ENDPOINT's server) sent a listing localq does not trust; nothing was downloaded")
     if sets and not wants_weights:
         return _gguf_plan(base, sets, quant, entry, repo_id, choose_quant)
     if any(f.path.endswith(".safetensors") for f in files):
@@ -483,21 +526,73 @@ def _model_info(repo_id: str, revision: str | None):
     return HfApi(endpoint=endpoint()).model_info(repo_id, revision=revision, files_metadata=True)
 
 
-def _remote_files(info, repo_id: str, commit: str) -> list[RemoteFile]:
+def _remote_files(info, repo_id: str, commit: str) -> tuple[list[RemoteFile], list[tuple[str, str]]]:
+    """The repository's files as the Hub lists them, each checked (see ``listing_problem``).
+
+    A file whose entry is hostile or broken is left out: it is never offered,
+    downloaded or recorded. Returns (files, refusals), one line per refused
+    file, for the error a request that needed such a file gets.
+    """
     hub = endpoint()
-    files = []
+    files, refused = [], []
     for sibling in info.siblings or []:
         if sibling.size is None:
             raise HubError(f"the Hub gave no file sizes for {repo_id}", "the endpoint may not be a Hugging Face Hub; check HF_ENDPOINT")
-        lfs = sibling.lfs
+        lfs = sibling.lfs if isinstance(sibling.lfs, dict) or sibling.lfs is None else None
+        path = sibling.rfilename
+        size = lfs.get("size") if lfs else sibling.size
+        sha = lfs.get("sha256") if lfs else None
+        problem = listing_problem(path, size, sha, lfs is not None)
+        if problem:
+            refused.append((path, f"{repo_id} lists {path!r}, refused: {problem}"))
+            continue
         files.append(RemoteFile(
-            path=sibling.rfilename,
-            size=int(lfs["size"] if lfs else sibling.size),
-            sha256=(lfs["sha256"].lower() if lfs else None),
-            git_oid=sibling.blob_id,
-            url=file_url(repo_id, sibling.rfilename, commit, hub),
+            path=path,
+            size=int(size),
+            sha256=sha.lower() if sha else None,
+            git_oid=sibling.blob_id if isinstance(sibling.blob_id, str) else None,
+            url=file_url(repo_id, path, commit, hub),
         ))
-    return files
+    return files, refused
+
+_HEX64_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+MAX_FILE_BYTES = 2**50    # 1 PiB: no real model file is anywhere near that big in one piece
+
+
+def listing_problem(path, size, sha256, is_lfs: bool) -> str | None:
+    """Why a file entry of a Hub listing cannot be trusted, or None when it can.
+
+    The name must be a relative path inside the repository (no ``..``, no
+    leading ``/`` or ``\\``, no drive letter, no backslash, no NUL or control
+    characters); the size a whole number from 0 to 1 PiB; an LFS sha256
+    64 hex digits.
+    """
+    if not isinstance(path, str) or not path:
+        return "the file name is empty"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "the file name holds NUL or control characters"
+    if path.startswith(("/", "\\")) or _DRIVE_RE.match(path):
+        return "the file name is an absolute path"
+    if "\\" in path:
+        return "the file name holds a backslash"
+    if any(part in ("..", ".", "") for part in path.split("/")):
+        return "the file name climbs out of the repository (.., . or an empty part)"
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        return f"its size {size!r} is not a whole number of bytes"
+    if size > MAX_FILE_BYTES:
+        return f"its size {size} is absurd (over 1 PiB)"
+    if is_lfs and (not isinstance(sha256, str) or not _HEX64_RE.match(sha256)):
+        return f"its sha256 {sha256!r} is not 64 hex digits"
+    return None
+
+
+def _refused_for(refused: list[tuple[str, str]], quant: str) -> str | None:
+    """The refusal of a listed file a request for ``quant`` would have taken, if any."""
+    for name, line in refused:
+        if isinstance(name, str) and quant_in_name(name.replace("\\", "/")) == quant:
+            return line
+    return None
 
 
 def _gguf_plan(base: dict, sets: list[GGUFSet], quant: str | None, entry, repo_id: str, choose_quant) -> PullPlan:
@@ -511,7 +606,7 @@ def _gguf_plan(base: dict, sets: list[GGUFSet], quant: str | None, entry, repo_i
                             reason="the only kind of GGUF in the repository")
         if choose_quant is not None:
             quant, choice, reason = choose_quant(entry, quants), "chosen", "chosen by the caller"
-            if quant not in quants:
+            if not isinstance(quant, str) or quant not in quants:
                 raise HubError(f"{repo_id} has no {quant!r} file; it has: {', '.join(sorted(quants))}")
         else:
             quant, choice, reason = default_quant(entry, quants)
@@ -527,9 +622,19 @@ def _safetensors_plan(base: dict, files: list[RemoteFile], quant: str | None, re
     config = _fetch_json(by_path.get("config.json"), repo_id, commit)
     if config is None:
         raise HubError(f"{repo_id} has safetensors weights but no config.json", "it is not a transformers model localq can use")
+    if not isinstance(config, dict):
+        raise HubError(f"{repo_id}'s config.json is not a JSON object", "the repository is broken; pick another")
     index = _fetch_json(by_path.get(SAFETENSORS_INDEX), repo_id, commit)
     if index is not None:
-        weights = sorted(set(index.get("weight_map", {}).values()))
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise HubError(f"{repo_id}'s {SAFETENSORS_INDEX} has no weight_map of tensor names to files",
+                           "the repository is broken; pick another")
+        weights = sorted(set(weight_map.values()))
+        bad = [w for w in weights if listing_problem(w, 0, None, False) or not w.endswith(".safetensors")]
+        if bad:
+            raise HubError(f"{repo_id}'s {SAFETENSORS_INDEX} names a file localq does not trust: {bad[0]!r}",
+                           "the repository is broken or hostile; pick another")
         missing = [w for w in weights if w not in by_path]
         if missing:
             raise HubError(f"{repo_id}'s weight index names files it does not have: {', '.join(missing[:3])}")
@@ -549,9 +654,15 @@ def _safetensors_plan(base: dict, files: list[RemoteFile], quant: str | None, re
 def weights_kind(config: dict) -> tuple[str, str]:
     """(format, quant) of a safetensors model from its config.json."""
     quantization = config.get("quantization")
-    if isinstance(quantization, dict) and quantization.get("bits"):
-        return "mlx", f"mlx-{int(quantization['bits'])}bit"
+    bits = quantization.get("bits") if isinstance(quantization, dict) else None
+    if isinstance(bits, int) and not isinstance(bits, bool) and 1 <= bits <= 16:
+        return "mlx", f"mlx-{bits}bit"
+    if bits is not None:
+        raise HubError(f"config.json's quantization bits {bits!r} is not a bit width",
+                       "the repository is broken; pick another")
     dtype = config.get("torch_dtype") or config.get("dtype")
+    if not isinstance(dtype, str):
+        dtype = None
     return "safetensors", {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}.get(dtype, "source")
 
 

@@ -37,15 +37,10 @@ class Found:
 
 
 def quant_of(info, filename: str) -> str:
-    """The variant's quant: the GGUF's file type, else a quant word in its file name."""
-    file_type = (info.file_type or "").lower()
-    if file_type in GGUF_QUANTS:
-        return file_type
-    stem = filename.lower()
-    for quant in sorted(GGUF_QUANTS, key=len, reverse=True):
-        if re.search(rf"(^|[^a-z0-9]){re.escape(quant)}([^a-z0-9]|$)", stem):
-            return quant
-    return file_type or "unknown"
+    """The variant's quant: what the file holds (``localq.quant_label``), named variants kept."""
+    from localq.quant_label import label
+
+    return label(info, filename).quant
 
 
 def default_name(path: Path) -> str:
@@ -89,6 +84,9 @@ def import_file(
     if path.is_dir():
         raise BadModelFile(f"{path} is a directory, not a GGUF file", "name the .gguf file inside it")
     info = check_loadable(read_gguf_info(path), path.name)
+    from localq.quant_label import label
+
+    quant = label(info, path.name)
     model = check_name(name) if name else default_name(path)
     sha, _ = blobs.add_file(path, sha256, link=True, on_progress=on_progress)
     return add_variant(
@@ -96,13 +94,14 @@ def import_file(
         model=model,
         source_kind=source_kind,
         catalog_ref=catalog_ref,
-        quant=quant_of(info, path.name),
+        quant=quant.quant,
         format="gguf",
         files=[FileEntry(path.name, sha, info.size_bytes)],
         architecture=info.architecture,
         parameters=info.parameter_count,
         source=str(path.resolve()),
-        provenance={"imported_from": str(path.resolve()), "tool": source_kind},
+        provenance={"imported_from": str(path.resolve()), "tool": source_kind,
+                    **({"quant_warning": quant.warning, "named_quant": quant.named} if quant.warning else {})},
     )
 
 

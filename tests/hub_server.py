@@ -48,6 +48,24 @@ PRIVATE_REPO = "test-org/private-GGUF"
 PRIVATE_TOKEN = "hf_test_secret_token"
 
 
+# Listing entries no Hub should send: paths out of the repository, control characters,
+# impossible sizes and digests (FakeHub.list_hostile).
+_SHA = "ab" * 32
+HOSTILE_SIBLINGS = [
+    {"rfilename": name, "size": 1000, "blobId": "0" * 40, "lfs": {"sha256": _SHA, "size": 1000, "pointerSize": 130}}
+    for name in ("../../../../tmp/x-Q5_K_M.gguf", "/tmp/x-Q5_K_M.gguf", "sub/../../../x-Q5_K_M.gguf",
+                 "\\server\\x-Q5_K_M.gguf", "C:x-Q5_K_M.gguf", "nul\x00x-Q5_K_M.gguf", "esc\x1b[2Jx-Q5_K_M.gguf",
+                 "back\\slash-Q5_K_M.gguf", "./x-Q5_K_M.gguf")
+] + [
+    {"rfilename": "bad-sha-IQ4_XS.gguf", "size": 1000, "blobId": "0" * 40,
+     "lfs": {"sha256": "not-a-digest", "size": 1000, "pointerSize": 130}},
+    {"rfilename": "negative-IQ3_M.gguf", "size": -5, "blobId": "0" * 40,
+     "lfs": {"sha256": _SHA, "size": -5, "pointerSize": 130}},
+    {"rfilename": "absurd-Q2_K.gguf", "size": 2**60, "blobId": "0" * 40,
+     "lfs": {"sha256": _SHA, "size": 2**60, "pointerSize": 130}},
+]
+
+
 # --- the served files --------------------------------------------------------
 
 
@@ -153,6 +171,8 @@ class FakeHub:
         self.released = threading.Event()
         self.server: ThreadingHTTPServer | None = None
         self.port = 0
+        self.extra_siblings: dict[str, list[dict]] = {}   # repo -> raw listing entries (list_hostile)
+        self.head_without_redirect = False                  # answer HEAD on the Hub, redirect only the GET
 
     # setup
     def add_repo(self, repo_id: str, files: dict[str, Path | bytes | HubFile], token: str | None = None) -> HubRepo:
@@ -198,6 +218,13 @@ class FakeHub:
             self.faults.append(fault)
         return fault
 
+    def list_hostile(self, repo_id: str, entries: list[dict] | None = None) -> list[dict]:
+        """Make ``repo_id``'s listing also name ``entries`` (raw siblings; default HOSTILE_SIBLINGS)."""
+        entries = HOSTILE_SIBLINGS if entries is None else entries
+        with self.lock:
+            self.extra_siblings[repo_id] = list(entries)
+        return entries
+
     def release(self) -> None:
         """Let stalled bodies go on (they then close their connection)."""
         self.released.set()
@@ -209,6 +236,8 @@ class FakeHub:
             self.faults.clear()
             self.log.clear()
             self.requests.clear()
+            self.extra_siblings.clear()
+            self.head_without_redirect = False
         self.released = threading.Event()
 
     # what happened
@@ -316,6 +345,7 @@ def _make_handler(hub: FakeHub):
                 return
             blobs = query.get("blobs", ["false"])[0].lower() == "true"
             siblings = [self.sibling(f, blobs) for _, f in sorted(repo.files.items())]
+            siblings += hub.extra_siblings.get(repo_id, [])
             self.json({
                 "_id": commit[:24], "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0],
                 "sha": commit, "private": bool(repo.token), "gated": False, "disabled": False,
@@ -353,6 +383,15 @@ def _make_handler(hub: FakeHub):
             if f is None:
                 return self.error(404, "EntryNotFound", f"{path} does not exist on {revision}")
             common = {"X-Repo-Commit": commit, "ETag": f'"{f.git_oid}"'}
+            if f.lfs and head and hub.head_without_redirect:   # a mirror that redirects only the GET
+                self.send_response(200)
+                for name, value in common.items():
+                    self.send_header(name, value)
+                self.send_header("X-Linked-Etag", f'"{f.sha256}"')
+                self.send_header("X-Linked-Size", str(f.size))
+                self.send_header("Content-Length", str(f.size))
+                self.end_headers()
+                return
             if f.lfs:
                 location = f"{hub.cdn}/cdn/{repo_id}/{commit}/{path}"
                 self.send_response(302)
@@ -524,9 +563,10 @@ def build_fixture_files(model: Path, out: Path) -> dict[str, Path]:
     """The GGUF files the fake Hub serves, made from the real SmolLM2 Q4_1 file.
 
     - ``q4_1``: the real file itself.
-    - ``q8_0``: a copy with another ``general.name`` (the tensors stay Q4_1; only the
-      bytes and the file name differ, which is all a download needs).
-    - ``q4_k_m``: the model as a split set of three parts (again Q4_1 tensors).
+    - ``q8_0``: a copy with another ``general.name`` and a Q8_0 file type in its header
+      (the tensors stay Q4_1: quantized either way, which is as far as localq's label
+      check looks; only the bytes and the names differ, which is all a download needs).
+    - ``q4_k_m``: the model as a split set of three parts, file type Q4_K_M (again Q4_1 tensors).
     - ``tiny``: the first four layers only (``block_count`` 4), about 10 MB: a real,
       small GGUF for tests that need no big file.
     - ``mmproj``/``imatrix``: small sidecar GGUFs.
@@ -537,8 +577,9 @@ def build_fixture_files(model: Path, out: Path) -> dict[str, Path]:
     reader = gguf.GGUFReader(model)
     files = {"q4_1": model}
     files["q8_0"] = write_gguf_copy(reader, out / "SmolLM2-135M-Instruct-Q8_0.gguf",
-                                    new_kv={"general.name": "SmolLM2 135M Instruct (test copy)"})[0]
-    parts = write_gguf_copy(reader, out / "SmolLM2-135M-Instruct-Q4_K_M.gguf",
+                                    new_kv={"general.name": "SmolLM2 135M Instruct (test copy)",
+                                            "general.file_type": 7})[0]
+    parts = write_gguf_copy(reader, out / "SmolLM2-135M-Instruct-Q4_K_M.gguf", new_kv={"general.file_type": 15},
                             split_max_tensors=-(-len(reader.tensors) // 3))
     for i, part in enumerate(parts, 1):
         files[f"q4_k_m-{i}"] = part
