@@ -38,8 +38,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from localq.errors import BadModelFile, HubError, InvalidReference, ModelNotFound
 from localq.names import INT4_QUANTS, MLX_QUANTS, ModelRef, parse
