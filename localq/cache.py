@@ -14,7 +14,14 @@ from pathlib import Path
 
 from localq.paths import get_paths
 from localq.store import blobs
-from localq.store.index import Variant, find, list_variants, referenced_blobs, remove_variant, resolve
+from localq.store.index import (
+    Variant,
+    find,
+    list_variants,
+    referenced_blobs,
+    remove_variant,
+    resolve,
+)
 
 STALE_PARTIAL_S = 7 * 24 * 3600
 
@@ -94,8 +101,10 @@ class PrunePlan:
 
 def plan_prune(db, now: float | None = None) -> PrunePlan:
     """What ``prune`` would delete. Partials newer than a week are kept: a pull may resume them."""
+    from localq.download import unfinished_pull_blobs
+
     now = time.time() if now is None else now
-    used = referenced_blobs(db)
+    used = referenced_blobs(db) | unfinished_pull_blobs(db)
     plan = PrunePlan({sha: size for sha, size in blobs.list_blobs().items() if sha not in used})
     plan.stale_files.extend(blobs.stale_temp_files())
     partials = get_paths().partials
@@ -108,18 +117,33 @@ def plan_prune(db, now: float | None = None) -> PrunePlan:
 
 def prune(db, plan: PrunePlan) -> int:
     """Delete what ``plan`` lists, re-checking that no blob became used since; return bytes freed."""
-    used = referenced_blobs(db)
+    from localq.download import _FileLock, unfinished_pull_blobs
+
+    used = referenced_blobs(db) | unfinished_pull_blobs(db)
     freed = sum(blobs.remove(sha) for sha in plan.orphan_blobs if sha not in used)
     for path in plan.stale_files:
+        # A partial (or a pull's lock) in use by a pull of another process is never deleted.
+        lock = None
+        if path.suffix in (".partial", ".lock") and path.parent == get_paths().partials:
+            lock = _FileLock(path.with_suffix(".lock"))
+            if not lock.try_acquire():
+                lock.release()
+                continue
         try:
-            freed += path.stat().st_size
+            size = path.stat().st_size
             path.unlink()
+            freed += size
         except FileNotFoundError:
             pass
+        finally:
+            if lock is not None:
+                if path.suffix == ".partial":
+                    lock.remove()
+                lock.release()
     return freed
 
 
-def human_size(n: int | float | None) -> str:
+def human_size(n: float | None) -> str:
     """Bytes as a short human string: 98.4 MB, 4.9 GB."""
     if n is None:
         return "?"

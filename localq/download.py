@@ -60,13 +60,27 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from localq.errors import BadModelFile, HubError, InvalidReference, LocalqError, StoreError
+from localq.errors import (
+    BadModelFile,
+    HubError,
+    InvalidReference,
+    LocalqError,
+    StoreError,
+)
 from localq.hub import (
-    PullPlan, RemoteFile, hub_error, is_hub_failure, is_retryable, offline_mode, request_headers, resolve, status_of,
+    PullPlan,
+    RemoteFile,
+    hub_error,
+    is_hub_failure,
+    is_retryable,
+    offline_mode,
+    request_headers,
+    resolve,
+    status_of,
 )
 from localq.names import ModelRef, parse
 from localq.paths import get_paths
@@ -213,7 +227,7 @@ class PullResult:
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(i?b)?(/s)?\s*$", re.IGNORECASE)
 
 
-def parse_rate(text: str | float | int | None) -> float | None:
+def parse_rate(text: str | float | None) -> float | None:
     """Bytes per second from ``500K``, ``5M``, ``1.5MB/s``, ``2G`` or a plain number.
 
     As curl's ``--limit-rate``: K, M and G are powers of 1024.
@@ -264,6 +278,11 @@ class _FileLock:
         self.handle = None
 
     def try_acquire(self) -> bool:
+        """True when taken; False when another process holds it; StoreError when it cannot be taken at all.
+
+        Only "held" answers wait: a filesystem that has no locks (ENOLCK on some
+        network mounts) is reported, not waited on for ever.
+        """
         self.handle = self.handle or open(self.path, "a+b")
         try:
             if os.name == "nt":
@@ -283,8 +302,13 @@ class _FileLock:
                 if current != os.fstat(self.handle.fileno()).st_ino:
                     self.release()
                     return False
-        except OSError:
-            return False
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+                return False
+            self.release()
+            raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}",
+                             "the filesystem may not support file locks (a network mount?); "
+                             "set LOCALQ_HOME to a local disk") from exc
         return True
 
     def release(self) -> None:
@@ -815,9 +839,12 @@ def pull(
         progress.emit("done", status="up to date", variant=current.ref, done=0, total=plan.size)
         return PullResult(current, "up to date", plan, elapsed=time.monotonic() - started)
     check_free_space(plan)
+    recover_stale_pulls(db)
     pull_id = _record_start(db, plan)
+    held = _pull_lock(pull_id)    # held while this process runs the pull: how others tell it is alive
     fetcher = _Fetcher(plan, progress, retries=retries, limiter=RateLimiter(rate) if rate else None)
     try:
+        held.try_acquire()
         results = _fetch_all(fetcher, plan)
         variant = _index(db, plan, results)
     except KeyboardInterrupt:
@@ -826,6 +853,12 @@ def pull(
     except LocalqError as exc:
         _record_end(db, pull_id, "failed", fetcher.progress.overall_done, exc.one_line())
         raise
+    except Exception as exc:   # any failure: the row says so, the partial files stay for a resume
+        _record_end(db, pull_id, "failed", fetcher.progress.overall_done, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        held.remove()
+        held.release()
     _record_end(db, pull_id, "done", plan.size, None)
     hows = {remote.path: how for remote, (_, how) in zip(plan.files, results)}
     reused = sum(r.size for r in plan.files if hows[r.path] != "downloaded")
@@ -1002,6 +1035,76 @@ def _partial_bytes(db, ref_text: str) -> tuple[int, int] | None:
 # --- the pulls table ------------------------------------------------------------------
 
 
+def _pull_lock(pull_id: int) -> _FileLock:
+    """The lock a running pull holds for its whole run (``partials/pull-ID.lock``)."""
+    folder = get_paths().partials
+    folder.mkdir(parents=True, exist_ok=True)
+    return _FileLock(folder / f"pull-{pull_id}.lock")
+
+
+def recover_stale_pulls(db) -> int:
+    """Mark ``interrupted`` the pulls recorded as running whose process is gone; return how many.
+
+    A pull killed with SIGKILL (or a power cut) cannot record its end. Its
+    lock is released by the kernel with the process, so a running row whose
+    lock can be taken has no process behind it. Its partial files stay: the
+    next ``localq pull`` of the reference continues them.
+    """
+    from localq.store.db import write_transaction
+
+    rows = db.execute("SELECT id FROM pulls WHERE status = 'running'").fetchall()
+    if not rows or not get_paths().partials.parent.exists():
+        return 0
+    stale = []
+    for (pull_id,) in rows:
+        lock = _pull_lock(pull_id)
+        try:
+            if lock.try_acquire():
+                stale.append(pull_id)
+                lock.remove()
+        except StoreError:
+            continue
+        finally:
+            lock.release()
+    if stale:
+        with write_transaction(db):
+            for pull_id in stale:
+                db.execute("UPDATE pulls SET status = 'interrupted', error = ? WHERE id = ? AND status = 'running'",
+                           ["the process running it stopped; pull again to resume", pull_id])
+    return len(stale)
+
+
+def discard_partial(remote: RemoteFile) -> bool:
+    """Delete ``remote``'s partial download unless a pull (any process) is writing it; True when deleted."""
+    folder = get_paths().partials
+    if not folder.is_dir():
+        return True
+    lock = _FileLock(folder / f"{remote.key}.lock")
+    try:
+        if not lock.try_acquire():
+            return False
+        partial_path(remote).unlink(missing_ok=True)
+        lock.remove()
+        return True
+    finally:
+        lock.release()
+
+
+def unfinished_pull_blobs(db) -> set[str]:
+    """sha256 of the files of pulls not finished (the newest row of each reference): not orphans."""
+    rows = db.execute(
+        "SELECT files FROM pulls p WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = p.ref)"
+        " AND status NOT IN ('done', 'cancelled')"
+    ).fetchall()
+    found = set()
+    for (files,) in rows:
+        try:
+            found |= {f["sha256"] for f in json.loads(files or "[]") if isinstance(f, dict) and f.get("sha256")}
+        except (ValueError, TypeError):
+            continue
+    return found
+
+
 def mark_pull(db, ref: str, status: str, error: str | None = None) -> None:
     """Record ``status`` on the newest pulls row of ``ref`` (``pull`` wrote it as interrupted); the app's pause and cancel use it."""
     from localq.store.db import write_transaction
@@ -1023,6 +1126,10 @@ def pulls_to_resume(db) -> list[str]:
 
 def recent_pulls(db, limit: int = 50) -> list[dict]:
     """The newest pull of each reference, newest first: ref, status, bytes, error."""
+    try:
+        recover_stale_pulls(db)
+    except LocalqError:
+        pass  # a read-only index still lists what it has
     rows = db.execute(
         "SELECT ref, status, bytes_done, bytes_total, error, started FROM pulls p"
         " WHERE id = (SELECT MAX(id) FROM pulls WHERE ref = p.ref) ORDER BY id DESC LIMIT ?", [limit],

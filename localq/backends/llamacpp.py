@@ -453,6 +453,7 @@ class LlamaCppSession(Session):
         self.flash_attn = flash_attn
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._busy = threading.Lock()
+        self._free_when_done = False
         self._cached: list[int] = []          # the tokens whose keys and values are in the KV cache
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -632,6 +633,8 @@ class LlamaCppSession(Session):
         finally:
             if sampler is not None:
                 self._lib.llama_sampler_free(sampler)
+            if self._free_when_done:      # close() came while this decode ran: free now that it ended
+                self._release_native()
             self._busy.release()
 
     def _decode_loop(self, sampler, params: GenerationParams, started: float, finish, t_decode: float):
@@ -701,13 +704,24 @@ class LlamaCppSession(Session):
         self._cached.clear()
 
     def _free(self) -> None:
+        """Free the context and model, never under a decode that still runs.
+
+        A reply running in another thread sees the cancel within a token and
+        lets go. One that does not within 5 s (a decode stuck in the engine)
+        frees them itself when it ends: freeing under it would crash.
+        """
         self._cancel.set()
-        # A reply running in another thread sees the cancel within a token and lets go.
-        acquired = self._busy.acquire(timeout=5)
+        if not self._busy.acquire(timeout=5):
+            self._free_when_done = True
+            return
         try:
-            self._lib.llama_free(self._ctx)
-            self._lib.llama_model_free(self._model)
-            self._ctx = self._model = None
+            self._release_native()
         finally:
-            if acquired:
-                self._busy.release()
+            self._busy.release()
+
+    def _release_native(self) -> None:
+        if self._ctx is not None:
+            self._lib.llama_free(self._ctx)
+        if self._model is not None:
+            self._lib.llama_model_free(self._model)
+        self._ctx = self._model = None

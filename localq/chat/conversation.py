@@ -92,8 +92,9 @@ class Conversation:
         self.last = done
         if done.finish_reason == "error" or (done.finish_reason == "cancelled" and not done.text):
             return
-        self.turns += [{"role": "user", "content": text}, {"role": "assistant", "content": done.text}]
+        turn = [{"role": "user", "content": text}, {"role": "assistant", "content": done.text}]
         if self.db is None:
+            self.turns += turn
             return
         new = []
         if self.system and self.system != self._system_saved:
@@ -103,7 +104,8 @@ class Conversation:
         self.chat.params = self.settings()
         self.chat.model, self.chat.variant_id = self.session.model_ref, self.session.variant_id
         self.chat.backend = self.session.backend_name
-        save_turn(self.db, self.chat, new)
+        save_turn(self.db, self.chat, new)   # raises, changing nothing, when its transaction rolls back
+        self.turns += turn
         self._system_saved = self.system
 
     def set_system(self, text: str | None) -> None:

@@ -42,7 +42,7 @@ class Message:
     id: int | None = None
 
     @classmethod
-    def reply(cls, done) -> "Message":
+    def reply(cls, done) -> Message:
         """The assistant message for a backend's ``Done`` event."""
         return cls("assistant", done.text, done.prompt_tokens, done.completion_tokens,
                    round(done.tokens_per_s, 3), None if done.ttft_s is None else round(done.ttft_s, 4),
@@ -74,15 +74,16 @@ def save_turn(db, chat: Chat, messages: list[Message]) -> Chat:
     Updates ``chat`` in place (id, timestamps, messages) and returns it.
     """
     stamp = now()
+    chat_id, title, ids = chat.id, chat.title, []
+    # ``chat`` and ``messages`` change only once the transaction committed: a rollback leaves them as they were.
     with write_transaction(db):
-        if chat.id is None:
+        if chat_id is None:
             first_user = next((m.content for m in messages if m.role == "user"), "")
-            chat.title = chat.title or make_title(first_user)
-            chat.created = stamp
-            chat.id = db.execute(
+            title = title or make_title(first_user)
+            chat_id = db.execute(
                 "INSERT INTO chats (title, model, variant_id, backend, params, system_prompt, created, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [chat.title, chat.model, chat.variant_id, chat.backend, json.dumps(chat.params),
+                [title, chat.model, chat.variant_id, chat.backend, json.dumps(chat.params),
                  chat.system_prompt, stamp, stamp],
             ).lastrowid
         else:
@@ -93,13 +94,16 @@ def save_turn(db, chat: Chat, messages: list[Message]) -> Chat:
                  chat.id],
             )
         for m in messages:
-            m.created = stamp
-            m.id = db.execute(
+            ids.append(db.execute(
                 "INSERT INTO messages (chat_id, role, content, prompt_tokens, completion_tokens, tokens_per_s,"
                 " ttft_s, finish_reason, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [chat.id, m.role, m.content, m.prompt_tokens, m.completion_tokens, m.tokens_per_s,
+                [chat_id, m.role, m.content, m.prompt_tokens, m.completion_tokens, m.tokens_per_s,
                  m.ttft_s, m.finish_reason, stamp],
-            ).lastrowid
+            ).lastrowid)
+    if chat.id is None:
+        chat.id, chat.title, chat.created = chat_id, title, stamp
+    for m, message_id in zip(messages, ids):
+        m.id, m.created = message_id, stamp
     chat.updated = stamp
     chat.messages.extend(messages)
     return chat

@@ -122,4 +122,11 @@ class write_transaction:
                 raise _explain(err, Path(self.db.conn.execute("PRAGMA database_list").fetchone()[2])) from err
         else:
             self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise IndexDatabaseError(
+                    f"the index refused a change that conflicts with what it holds ({exc})",
+                    "another localq process may have changed the same record; run the command again",
+                ) from exc
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise _explain(exc, Path(self.db.conn.execute("PRAGMA database_list").fetchone()[2])) from exc
         return False

@@ -223,13 +223,13 @@ class PullManager:
             pass  # the pull itself is stopped either way; only its record is stale
 
     def _forget_partials(self, job: PullJob) -> None:
-        """Delete a cancelled pull's partial files (those named by their sha256)."""
-        from localq.download import partial_path
+        """Delete a cancelled pull's partial files (those named by their sha256), unless a pull writes them."""
+        from localq.download import discard_partial
         from localq.hub import RemoteFile
 
         for f in job.files:
             if f.get("sha256"):
-                partial_path(RemoteFile(f["path"], f["size"], f["sha256"], None, "")).unlink(missing_ok=True)
+                discard_partial(RemoteFile(f["path"], f["size"], f["sha256"], None, ""))
 
 
 # --- the screen -------------------------------------------------------------------------
