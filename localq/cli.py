@@ -125,9 +125,7 @@ def ls_command(as_json: bool) -> None:
 def rm_command(ref: str, yes: bool) -> None:
     """Remove a model (all its quants, unless REF names one) and free its unshared files."""
     from localq import cache
-    from localq.store.index import find, resolve
-
-    from localq.store.index import list_variants
+    from localq.store.index import find, list_variants, resolve
 
     db = open_db()
     variants = find(db, ref) or [resolve(db, ref)]
@@ -585,7 +583,7 @@ class PlainPullProgress:
         return False
 
     def __call__(self, e) -> None:
-        say = lambda text: click.echo(text)  # noqa: E731
+        say = lambda text: click.echo(text)
         if e.event == "plan":
             p = e.plan
             say(f"pulling {p['ref']}: {p['repo']} at {p['revision'][:12]}, {p['quant']} ({p['format']}), "
@@ -613,8 +611,14 @@ class RichPullProgress:
     """Pull progress as rich bars on a terminal: one per file and one for the total."""
 
     def __init__(self):
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn())
@@ -759,8 +763,9 @@ def load_options(opts: dict, base: dict | None = None):
     from localq.backends.base import LoadOptions
 
     base = base or {}
-    options = LoadOptions(n_ctx=opts.get("n_ctx") or base.get("n_ctx"), n_threads=opts.get("threads"),
-                          flash_attn=opts.get("flash_attn") or "auto")
+    n_ctx = opts.get("n_ctx")
+    n_ctx = base.get("n_ctx") if n_ctx is None else n_ctx   # --ctx 0 is refused below, not taken as "unset"
+    options = LoadOptions(n_ctx=n_ctx, n_threads=opts.get("threads"), flash_attn=opts.get("flash_attn") or "auto")
     options.validate()
     return options
 
