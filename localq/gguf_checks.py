@@ -9,7 +9,8 @@ and the value that is wrong.
 
 What is checked:
 - ``{arch}.block_count`` in 1..512 (``LLAMA_MAX_LAYERS``);
-- ``{arch}.embedding_length`` and ``{arch}.context_length`` positive when given;
+- ``{arch}.embedding_length`` and ``{arch}.context_length`` positive when given,
+  ``{arch}.rope.freq_base`` a positive finite number;
 - ``attention.head_count`` and ``attention.head_count_kv`` not zero, and the
   first divisible by the second (per-layer lists are checked layer by layer;
   a layer with no attention, 0 and 0, is legal in hybrid models);
@@ -26,6 +27,7 @@ What is checked:
 
 from __future__ import annotations
 
+import math
 import re
 
 MAX_LAYERS = 512                 # LLAMA_MAX_LAYERS in llama.cpp
@@ -55,6 +57,9 @@ def load_problems(metadata: dict, tensors) -> list[str]:
         if value is not None and value < 1:
             problems.append(f"{key}{name} is {value}; it must be 1 or more")
     problems += _head_problems(metadata, key, blocks)
+    base = metadata.get(key + "rope.freq_base")
+    if isinstance(base, float) and not (math.isfinite(base) and base > 0):
+        problems.append(f"{key}rope.freq_base is {base}; it must be a positive number")
 
     for tensor in tensors:
         if tensor.type_id in REMOVED_TYPES:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from localq.errors import BadModelFile, LocalqError
 from localq.names import GGUF_QUANTS, InvalidReference, parse
@@ -79,7 +79,11 @@ def import_file(
     from localq.gguf_info import check_loadable, read_gguf_info
 
     path = Path(path).expanduser()
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:    # a name too long for the filesystem, a loop of links ...
+        raise BadModelFile(f"cannot read {str(path)[:200]}: {exc.strerror or exc}", "check the path") from None
+    if not exists:
         raise BadModelFile(f"{path} does not exist", "check the path")
     if path.is_dir():
         raise BadModelFile(f"{path} is a directory, not a GGUF file", "name the .gguf file inside it")

@@ -295,11 +295,18 @@ def load(backend: str | None, model, options: LoadOptions | None = None, profile
     options = options or LoadOptions()
     if isinstance(model, str):
         model = Path(model)
+    fmt = model.format if hasattr(model, "main_path") else "gguf"   # a Variant, or a file path
     if backend is None:
-        fmt = model.format if hasattr(model, "main_path") else "gguf"   # a Variant, or a file path
         backend = backend_for(fmt, profile).name
     else:
         get_backend(backend)   # an unknown name is refused here, with the names there are
+    if fmt == "gguf":
+        # The header checks are cheap: a file that cannot load is refused before a process starts.
+        from localq.backends.base import model_path_of
+        from localq.gguf_info import check_loadable, read_gguf_info
+
+        path, _ = model_path_of(model)
+        check_loadable(read_gguf_info(path), getattr(model, "ref", None) or path.name)
     cmd_read, cmd_write = os.pipe()
     event_read, event_write = os.pipe()
     env = dict(os.environ, GGML_NO_BACKTRACE="1", PYTHONFAULTHANDLER="1")
