@@ -171,3 +171,12 @@ def test_worker_exits_when_its_parent_is_killed(smollm2_gguf, tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_reply_left_unread_does_not_leak_into_the_next(remote):
+    stream = remote.stream(HELLO, GenerationParams(temperature=0, max_tokens=2000, ignore_eos=True))
+    assert isinstance(next(stream), TextDelta)
+    stream.close()    # the caller went away (a closed HTTP connection, say)
+    events = events_of(remote)
+    assert isinstance(events[-1], Done) and events[-1].finish_reason in ("stop", "length")
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == events[-1].text

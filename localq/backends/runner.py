@@ -213,10 +213,12 @@ class RemoteSession(Session):
             raise BackendError("this model is already writing a reply", "wait for it, or cancel it")
         started = time.perf_counter()
         text: list[str] = []
+        finished = True
         try:
             self._cancel.clear()
             self._request += 1
             self._send("stream", self._request, list(messages), params)
+            finished = False
             while True:
                 try:
                     kind, value = self._receive()
@@ -225,17 +227,33 @@ class RemoteSession(Session):
                                completion_tokens=0, prompt_s=0.0, decode_s=time.perf_counter() - started,
                                ttft_s=None, error=exc.message)
                     return
+                if kind == _ERROR:
+                    finished = True
+                    raise value
+                if isinstance(value, Done):
+                    finished = True
                 if kind == _TEXT:
                     text.append(value)
                     yield TextDelta(value)
-                elif kind == _ERROR:
-                    raise value
                 else:
                     yield value
-                    if isinstance(value, Done):
+                    if finished:
                         return
         finally:
+            if not finished:
+                self._drain()    # the caller stopped reading: end the reply so the next one starts clean
             self._busy.release()
+
+    def _drain(self) -> None:
+        """Cancel the reply in progress and read its remaining frames up to its Done (or the worker's end)."""
+        self.cancel()
+        try:
+            while True:
+                kind, value = self._receive()
+                if kind == _ERROR or isinstance(value, Done):
+                    return
+        except BackendError:
+            return
 
     def cancel(self) -> None:
         """Stop the reply being written: the worker sees it at once, the decode loop within a token."""
