@@ -22,6 +22,8 @@ What is checked:
   head counts, the head size and the feed-forward length;
 - no tensor of a type llama.cpp dropped (``REMOVED_TYPES``);
 - no tensor named for a block past ``block_count``.
+The tensor-presence checks apply to whole files; a part of a split set
+(``split.count`` > 1) gets the key and shape checks of the tensors it holds.
 (Tensor data past the end of the file is refused by the parser already.)
 """
 
@@ -74,6 +76,9 @@ def load_problems(metadata: dict, tensors) -> list[str]:
 
     embd = _number(metadata, key + "embedding_length")
     problems += _embedding_problems(metadata, key, by_name.get("token_embd.weight"), embd)
+    split = metadata.get("split.count")
+    if isinstance(split, int) and split > 1:
+        return problems   # one part of a split set holds only some tensors: the key checks are what applies
     if arch in STANDARD_BLOCK and blocks and embd and not problems:
         problems += _block_problems(metadata, key, by_name, blocks, embd)
     return problems
