@@ -167,6 +167,10 @@ class GenerationParams:
     ``max_tokens=None`` caps the reply at ``DEFAULT_MAX_TOKENS`` and at half the
     context (``reply_limit``), so a reply that never reaches an end token still
     ends. ``ignore_eos`` is for benchmarks: generate exactly ``max_tokens``.
+    ``frequency_penalty`` and ``presence_penalty`` (OpenAI's, in [-2, 2], 0 =
+    off) apply over the last ``repeat_last_n`` tokens, as llama.cpp's penalties
+    sampler does. ``json_schema`` (a JSON Schema as JSON text) constrains the
+    reply to JSON matching it; only sessions with ``supports_json_schema`` take it.
     """
 
     temperature: float = 0.8
@@ -179,6 +183,9 @@ class GenerationParams:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    json_schema: str | None = None
 
     def validate(self) -> GenerationParams:
         """Return self, or raise LocalqError naming the absurd value and the range it needs."""
@@ -220,6 +227,11 @@ class GenerationParams:
             raise LocalqError(f"max_tokens must be 1 or more, not {self.max_tokens!r}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise LocalqError("stop strings must be non-empty text")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2 <= finite(name, getattr(self, name)) <= 2:
+                raise LocalqError(f"{name} must be in [-2, 2], not {getattr(self, name)}", "use 0 to switch it off")
+        if self.json_schema is not None and not isinstance(self.json_schema, str):
+            raise LocalqError("json_schema must be a JSON Schema as JSON text")
         return self
 
     def to_dict(self) -> dict:
@@ -260,6 +272,8 @@ class Session(ABC):
     """A loaded model that writes replies. One reply at a time; ``cancel`` from any thread."""
 
     backend_name: str = "?"
+    supports_json_schema: bool = False   # takes GenerationParams.json_schema
+    supports_embeddings: bool = False    # implements embed()
 
     def __init__(self, *, model_path: Path, n_ctx: int, n_threads: int, load_s: float,
                  model_ref: str | None = None, quant: str | None = None, variant_id: int | None = None):
@@ -300,6 +314,11 @@ class Session(ABC):
     def reset(self) -> None:
         """Forget cached prompt state, so the next reply evaluates its prompt from scratch."""
 
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length embedding vector per text (sessions with ``supports_embeddings``)."""
+        raise BackendError(f"the {self.backend_name} backend cannot compute embeddings",
+                           "use a GGUF model (llama.cpp backend) for embeddings")
+
     # Shared behaviour.
 
     def stream(self, messages: Sequence[dict], params: GenerationParams | None = None) -> Iterator[Event]:
@@ -320,16 +339,31 @@ class Session(ABC):
                                "the model's template or tokenizer failed; use another copy of the model") from None
         if fitted.dropped:
             yield ContextTrimmed(fitted.dropped, len(fitted.tokens), self.n_ctx)
+        for event in self._generate_safely(fitted.tokens, params, started):
+            if isinstance(event, Done) and fitted.dropped:
+                event = replace(event, trimmed_messages=fitted.dropped)
+            yield event
+
+    def stream_text(self, prompt: str, params: GenerationParams | None = None) -> Iterator[Event]:
+        """Continue plain ``prompt`` with no chat template (raw completions): TextDelta events, then Done.
+
+        Raises LocalqError, before yielding, when the prompt is empty or fills the context.
+        """
+        started = time.perf_counter()
+        self._check_open()
+        params = (params or GenerationParams()).validate()
+        self._cancel.clear()
+        yield from self._generate_safely(self.tokenize(prompt), params, started)
+
+    def _generate_safely(self, tokens: list[int], params: GenerationParams, started: float) -> Iterator[Event]:
+        """``generate``, with an unexpected library failure turned into a Done with finish_reason "error"."""
         try:
-            for event in self.generate(fitted.tokens, params, started):
-                if isinstance(event, Done) and fitted.dropped:
-                    event = replace(event, trimmed_messages=fitted.dropped)
-                yield event
+            yield from self.generate(tokens, params, started)
         except LocalqError:
             raise
         except Exception as exc:  # a library failure mid-reply ends the reply, not the program
             now = time.perf_counter()
-            yield Done(text="", finish_reason="error", prompt_tokens=len(fitted.tokens), completion_tokens=0,
+            yield Done(text="", finish_reason="error", prompt_tokens=len(tokens), completion_tokens=0,
                        prompt_s=0.0, decode_s=now - started, ttft_s=None, error=f"{type(exc).__name__}: {exc}")
 
     def complete(self, prompt: str, params: GenerationParams | None = None) -> Done:

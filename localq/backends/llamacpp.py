@@ -115,6 +115,24 @@ def check_offload_fits(info, n_ctx: int, n_gpu_layers: int, profile, name: str) 
     )
 
 
+def amx_unusable() -> bool:
+    """True where the CPU reports AMX tiles: llama.cpp would repack weights for AMX and run them there.
+
+    Some virtual machines report AMX but fault on its instructions (SIGILL on
+    ``tilezero`` under Firecracker), which kills the process; the AVX-512 path
+    is nearly as fast on the small batches of chat, so localq does not use
+    llama.cpp's extra (repacked) weight buffers on such CPUs.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_tile" in line.split()
+    except OSError:
+        pass
+    return False
+
+
 def gguf_parts(model) -> list[Path]:
     """The files of a split GGUF variant in order (one path for a single file or a path)."""
     files = getattr(model, "files", None)
@@ -294,6 +312,8 @@ class LlamaCppBackend(Backend):
             mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP
         else:
             mparams.use_mmap = True
+        if "use_extra_bufts" in {f[0] for f in type(mparams)._fields_} and amx_unusable():
+            mparams.use_extra_bufts = False
         parts = gguf_parts(model)
         if len(parts) > 1:   # blobs lack the -00001-of-0000N names llama.cpp would look for
             names = (ctypes.c_char_p * len(parts))(*[str(p).encode() for p in parts])
@@ -436,6 +456,8 @@ class LlamaCppSession(Session):
     """A GGUF model loaded in llama.cpp, with one context (one conversation at a time)."""
 
     backend_name = "llamacpp"
+    supports_json_schema = True
+    supports_embeddings = True
 
     def __init__(self, lib, model, ctx, info, *, n_ctx: int, n_threads: int, n_batch: int,
                  n_gpu_layers: int, flash_attn: str = "auto", **identity):
@@ -454,6 +476,9 @@ class LlamaCppSession(Session):
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._busy = threading.Lock()
         self._free_when_done = False
+        self._embed_lock = threading.Lock()
+        self._embed_ctx = None                # made by the first embed()
+        self.embed_n_ctx = min(n_ctx, 2048)
         self._cached: list[int] = []          # the tokens whose keys and values are in the KV cache
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -513,15 +538,23 @@ class LlamaCppSession(Session):
     # --- sampling
 
     def _sampler(self, params: GenerationParams, history: Sequence[int]):
-        """A sampler chain for ``params``: penalties, top-k, top-p, min-p, temperature, then a draw."""
+        """A sampler chain for ``params``: grammar, penalties, top-k, top-p, min-p, temperature, then a draw."""
         lib = self._lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lambda s: lib.llama_sampler_chain_add(chain, s)  # noqa: E731
-        if params.repeat_penalty != 1.0 and params.repeat_last_n:
+        if params.json_schema is not None:
+            add(self._grammar_sampler(params.json_schema, chain))
+        penalised = params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty
+        if penalised and params.repeat_last_n:
+            args = (params.repeat_last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty)
             if len(lib.llama_sampler_init_penalties.argtypes) == 5:   # builds that still take n_vocab
-                add(lib.llama_sampler_init_penalties(self.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
+                penalties = lib.llama_sampler_init_penalties(self.n_vocab, *args)
             else:
-                add(lib.llama_sampler_init_penalties(params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
+                penalties = lib.llama_sampler_init_penalties(*args)
+            # The penalties look back over the prompt too, as llama.cpp's own tools do (the grammar must not).
+            for token in history[-params.repeat_last_n:]:
+                lib.llama_sampler_accept(penalties, token)
+            add(penalties)
         if params.temperature == 0:
             add(lib.llama_sampler_init_greedy())
         else:
@@ -534,11 +567,67 @@ class LlamaCppSession(Session):
             add(lib.llama_sampler_init_temp(params.temperature))
             seed = lib.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
             add(lib.llama_sampler_init_dist(seed))
-        if params.repeat_penalty != 1.0:
-            # The penalty looks back over the prompt too, as llama.cpp's own tools do.
-            for token in history[-params.repeat_last_n:]:
-                lib.llama_sampler_accept(chain, token)
         return chain
+
+    def _grammar_sampler(self, json_schema: str, chain):
+        """A grammar sampler that admits only JSON matching ``json_schema`` (llama_cpp's converter)."""
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        try:
+            gbnf = json_schema_to_gbnf(json_schema)
+        except Exception as exc:  # the converter raises plain exceptions for what it cannot express
+            self._lib.llama_sampler_free(chain)
+            raise LocalqError(f"the JSON schema cannot be turned into a grammar: {exc}",
+                              "check the schema; llama.cpp supports most of JSON Schema draft 7") from exc
+        grammar = self._lib.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
+        if not grammar:
+            self._lib.llama_sampler_free(chain)
+            raise LocalqError("llama.cpp rejected the grammar made from the JSON schema", "simplify the schema")
+        return grammar
+
+    # --- embeddings
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Mean-pooled, unit-length embeddings from a second context that shares the weights.
+
+        The context is made on first use (``embeddings`` on, mean pooling, the
+        whole text in one batch), so chat-only use pays nothing for it.
+        """
+        import math
+
+        self._check_open()
+        lib = self._lib
+        with self._embed_lock:
+            if self._embed_ctx is None:
+                cparams = lib.llama_context_default_params()
+                cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = self.embed_n_ctx
+                cparams.n_threads = cparams.n_threads_batch = self.n_threads
+                cparams.n_seq_max = 1
+                cparams.embeddings = True
+                cparams.pooling_type = lib.LLAMA_POOLING_TYPE_MEAN
+                self._embed_ctx = lib.llama_init_from_model(self._model, cparams)
+                if not self._embed_ctx:
+                    self._embed_ctx = None
+                    raise BackendError("llama.cpp cannot create an embedding context", "try again with less memory in use")
+            n_embd = lib.llama_model_n_embd(self._model)
+            vectors = []
+            for i, text in enumerate(texts):
+                tokens = self._tokenize(text, add_special=True, parse_special=False)
+                if not tokens:
+                    raise LocalqError(f"input {i} is empty; there is nothing to embed")
+                if len(tokens) > self.embed_n_ctx:
+                    raise LocalqError(f"input {i} takes {len(tokens)} tokens; embeddings take at most {self.embed_n_ctx}",
+                                      "split the text into shorter pieces")
+                lib.llama_memory_clear(lib.llama_get_memory(self._embed_ctx), True)
+                array = (lib.llama_token * len(tokens))(*tokens)
+                rc = lib.llama_decode(self._embed_ctx, lib.llama_batch_get_one(array, len(tokens)))
+                pooled = lib.llama_get_embeddings_seq(self._embed_ctx, 0) if rc == 0 else None
+                if not pooled:
+                    raise BackendError(f"llama.cpp failed to embed input {i} (code {rc})")
+                vector = pooled[:n_embd]
+                norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+                vectors.append([x / norm for x in vector])
+            return vectors
 
     # --- the KV cache
 
@@ -720,6 +809,10 @@ class LlamaCppSession(Session):
             self._busy.release()
 
     def _release_native(self) -> None:
+        with self._embed_lock:
+            if self._embed_ctx is not None:
+                self._lib.llama_free(self._embed_ctx)
+                self._embed_ctx = None
         if self._ctx is not None:
             self._lib.llama_free(self._ctx)
         if self._model is not None:
