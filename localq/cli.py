@@ -935,6 +935,12 @@ def bench_command(model, prompt_tokens, decode_tokens, n_ctx, threads, flash_att
     click.echo(f"  peak memory  {human_size(result.peak_memory)}")
 
 
+# --- the server: serve, ps, stop (localq/cli_serve.py) ---------------------------
+
+from localq.cli_serve import register as _register_serve  # noqa: E402
+
+_register_serve(cli)
+
 
 def main() -> None:
     cli(prog_name="localq")

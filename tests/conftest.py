@@ -135,3 +135,25 @@ def fake_hub(hub_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(name, raising=False)
     yield hub_server
     hub_server.reset()
+
+
+# --- localq serve (tests/serve_server.py) ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def serve_home(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LOCALQ_HOME with SmolLM2 indexed (the starter model), shared by the server tests."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    return tmp_path_factory.mktemp("serve-home")
+
+
+@pytest.fixture(scope="session")
+def server(serve_home: Path):
+    """One ``localq serve`` on a free loopback port, with SmolLM2, for the tests that share it."""
+    from serve_server import Server
+
+    srv = Server(serve_home, "--ctx", "1024", "--max-queue", "16")
+    yield srv
+    srv.stop()
