@@ -39,6 +39,9 @@ class Server:
         environ = {**os.environ, "LOCALQ_HOME": str(home), **(env or {})}
         environ.pop("LOCALQ_API_KEY", None) if "LOCALQ_API_KEY" not in (env or {}) else None
         code = "from localq.cli import main; main()"
+        if "--threads" not in args:
+            # One thread: on a shared two-core machine llama.cpp's spinning threads slow each other down.
+            args = (*args, "--threads", "1")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--host", host, "--port", str(self.port), *args],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=environ)
@@ -81,9 +84,9 @@ class Server:
             req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
-                return response.status, dict(response.headers), response.read()
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), exc.read()
+            return exc.code, exc.headers, exc.read()
 
     def json(self, method: str, path: str, body=None, **kw) -> tuple[int, dict]:
         status, _, data = self.request(method, path, body, **kw)

@@ -3,9 +3,10 @@
 Decisions:
 - The default address is 127.0.0.1:11435 (one above Ollama's 11434, so both can
   run side by side; ``--port 11434`` stands in for Ollama).
-- Any address that is not loopback needs an API key (``--api-key`` or
-  ``LOCALQ_API_KEY``): a model server on a network with no key is open to anyone
-  on it. With a key, every request must carry ``Authorization: Bearer KEY``.
+- Any address but 127.0.0.1 (or ``localhost``, ``::1``) needs an API key
+  (``--api-key`` or ``LOCALQ_API_KEY``): a model server on a network with no
+  key is open to anyone on it, and 0.0.0.0 or a LAN address is easy to pick by
+  mistake. With a key, every request must carry ``Authorization: Bearer KEY``.
 - A running server writes ``serve.json`` (address and pid, never the key) in the
   data directory, so ``localq ps`` and ``localq stop`` find it on any port.
 """
@@ -40,6 +41,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def needs_api_key(host: str) -> bool:
+    """True for every address but the default loopback one (127.0.0.1, ``localhost``, ``::1``)."""
+    return host.strip("[]").lower() not in ("127.0.0.1", "localhost", "::1")
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """How ``localq serve`` runs. ``n_ctx=None``: each backend's default context (4096 for llama.cpp)."""
@@ -59,9 +65,9 @@ class ServeConfig:
     def validate(self) -> ServeConfig:
         if not 0 <= self.port <= 65535:
             raise LocalqError(f"port {self.port} is out of range", "use a port from 1024 to 65535, e.g. --port 11435")
-        if not is_loopback(self.host) and not self.api_key:
+        if needs_api_key(self.host) and not self.api_key:
             raise LocalqError(
-                f"serving on {self.host} would let anyone on the network use your models",
+                f"serving on {self.host} (not 127.0.0.1) needs an API key, or anyone who reaches it can use your models",
                 f"give an API key with --api-key KEY or {API_KEY_ENV}=KEY, or serve on 127.0.0.1",
             )
         if self.api_key is not None and len(self.api_key) < 8:

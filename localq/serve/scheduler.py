@@ -123,7 +123,8 @@ class ModelQueue:
                 raise ModelGone(f"{self.name} is being unloaded", "send the request again")
             if len(self._waiting) >= self.max_queue:
                 retry = max(1, math.ceil(self._mean_job_s * (len(self._waiting) + 1)))
-                raise QueueFull(f"{self.name} has {len(self._waiting)} requests waiting already (the limit)",
+                n = len(self._waiting)
+                raise QueueFull(f"{self.name} has {n} request{'s' if n != 1 else ''} waiting already (the limit)",
                                 f"retry in about {retry} s, or start the server with a larger --max-queue", retry)
             job.state = "queued"
             self._waiting.append(job)
