@@ -21,7 +21,8 @@ def test_help_lists_the_commands():
 
 
 def test_help_imports_nothing_heavy():
-    heavy = ("textual", "numpy", "gguf", "huggingface_hub", "llama_cpp", "rich", "sqlite_utils", "torch", "mlx", "psutil")
+    heavy = ("textual", "numpy", "gguf", "huggingface_hub", "llama_cpp", "rich", "sqlite_utils", "torch", "mlx", "psutil",
+             "uvicorn", "starlette", "openai")
     code = f"import sys, localq.cli; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
