@@ -117,3 +117,25 @@ async def test_models_screen_lists_imports_verifies_and_deletes(tmp_home, tmp_pa
         await settle(pilot)
         assert [r[0] for r in rows(app)] == ["smollm2:135m-q4_1"]
         assert any(msg.startswith("Removed mycopy:q4_1; freed ") for _, msg in seen)
+
+
+@run_async
+async def test_models_screen_marks_what_the_server_has_loaded(tmp_home, smollm2_gguf):
+    import pytest
+
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("llama_cpp")
+    from serve_server import Server
+
+    srv = Server(tmp_home, "--ctx", "512")
+    try:
+        app = LocalqApp(profile=laptop_8gb(), first_start=False)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            assert rows(app)[0][-1] != "● loaded"
+            srv.json("POST", "/api/generate", {"model": "smollm2:135m"})      # the server loads it
+            await pilot.press("r")
+            await settle(pilot)
+            assert rows(app)[0][0] == "smollm2:135m-q4_1" and rows(app)[0][-1] == "● loaded"
+    finally:
+        srv.stop()

@@ -2,8 +2,10 @@
 
 The table lists every installed variant (``store.index.list_variants``, as
 ``localq ls``): name, quant, format, size, the backend that runs it, measured
-quality where an evaluation exists, and when it was last used. Under it, one
-line about the highlighted model from its GGUF header.
+quality where an evaluation exists, and when it was last used; a model that a
+running ``localq serve`` holds in memory reads ``● loaded`` there (asked over
+HTTP, as ``localq ps`` does, only when the server's state file says one runs).
+Under it, one line about the highlighted model from its GGUF header.
 
 Actions call the same services as the CLI: ``cache.verify`` (``localq
 verify``), ``cache.remove`` (``localq rm``), ``importer.import_file``
@@ -69,6 +71,21 @@ def detail_line(info, variant) -> str:
     return " · ".join(parts)
 
 
+def served_refs() -> set[str]:
+    """The models a running ``localq serve`` has loaded (empty when none runs or it does not answer)."""
+    from localq.errors import LocalqError
+    from localq.serve.config import read_state
+
+    if read_state() is None:
+        return set()
+    from localq.serve.client import loaded_models
+
+    try:
+        return {m["name"] for m in loaded_models(timeout=0.5)}
+    except LocalqError:
+        return set()
+
+
 class ModelsScreen(SectionScreen):
     """Installed models: chat, info, verify, delete, import."""
 
@@ -88,6 +105,7 @@ class ModelsScreen(SectionScreen):
     def __init__(self) -> None:
         super().__init__()
         self.variants: list = []
+        self.loaded: set[str] = set()   # refs a running `localq serve` holds in memory
         self.verified: dict[int, bool] = {}
         self._details: dict[int, str] = {}
 
@@ -121,10 +139,12 @@ class ModelsScreen(SectionScreen):
         except Exception as exc:
             report_error(self.app, exc)
             return
-        self.app.call_from_thread(self.show_variants, variants)
+        self.app.call_from_thread(self.show_variants, variants, served_refs())
 
-    def show_variants(self, variants: list) -> None:
+    def show_variants(self, variants: list, loaded: set[str] | None = None) -> None:
         self.variants = variants
+        if loaded is not None:
+            self.loaded = loaded
         table = self.query_one(DataTable)
         selected = self.selected()
         table.clear()
@@ -135,7 +155,7 @@ class ModelsScreen(SectionScreen):
             backend = DEFAULT_BACKEND_FOR_FORMAT.get(v.format, "?")
             table.add_row(
                 v.ref, v.quant, v.format, human_size(v.size), BACKEND_LABELS.get(backend, backend),
-                "—", ago(v.last_used), key=str(v.id),
+                "—", "● loaded" if v.ref in self.loaded else ago(v.last_used), key=str(v.id),
             )
         if selected is not None and str(selected.id) in table.rows:
             table.move_cursor(row=table.get_row_index(str(selected.id)))
