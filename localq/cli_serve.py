@@ -89,7 +89,7 @@ def _ago_or_in(stamp: str | None) -> str:
 
     if not stamp:
         return "never (kept loaded)"
-    seconds = (datetime.datetime.fromisoformat(stamp) - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    seconds = (datetime.datetime.fromisoformat(stamp) - datetime.datetime.now(datetime.UTC)).total_seconds()
     if seconds <= 0:
         return "now"
     if seconds < 120:

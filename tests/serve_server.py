@@ -42,7 +42,7 @@ class Server:
         if "--threads" not in args:
             # One thread: on a shared two-core machine llama.cpp's spinning threads slow each other down.
             args = (*args, "--threads", "1")
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (the server writes to it until stop())
         self.proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--host", host, "--port", str(self.port), *args],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=environ)
         self._wait_ready()

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (path,) = out.glob("localq-*.whl")
     return path
@@ -44,14 +44,14 @@ def test_the_installed_wheel_runs(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     done = subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--no-deps", "-q", str(wheel)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     env = {**os.environ, "LOCALQ_HOME": str(tmp_path / "home")}
     env.pop("PYTHONPATH", None)
 
     def localq(*args: str) -> str:
         result = subprocess.run([str(venv / "bin" / "localq"), *args], capture_output=True, text=True,
-                                env=env, cwd=tmp_path, timeout=300)
+                                env=env, cwd=tmp_path, timeout=300, check=False)
         assert result.returncode == 0, result.stderr
         return result.stdout
 

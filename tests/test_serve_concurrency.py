@@ -15,7 +15,6 @@ import threading
 import time
 
 import pytest
-
 from serve_server import MODEL, Server
 
 WORDS = ["Apples", "Bridges", "Clouds", "Dolphins", "Engines", "Forests", "Glaciers", "Harbors"]
@@ -98,7 +97,7 @@ def test_eight_streaming_clients_all_complete_in_order_with_their_own_tokens(ser
         thread = threading.Thread(target=client, args=(i, word))
         thread.start()
         threads.append(thread)
-        wait_until(lambda: accepted(server) >= base + i + 1)   # queued behind the ones before it
+        wait_until(lambda n=base + i + 1: accepted(server) >= n)   # queued behind the ones before it
         most_waiting = max(most_waiting, state(server).get("queued", 0))
     for thread in threads:
         thread.join(600)
@@ -208,9 +207,9 @@ def test_ps_and_stop_talk_to_the_server(two_models):
 
 def test_ps_says_clearly_when_no_server_runs(tmp_home):
     from click.testing import CliRunner
+    from serve_server import free_port
 
     from localq.cli import cli
-    from serve_server import free_port
 
     result = CliRunner().invoke(cli, ["ps", "--port", str(free_port())])
     print(result.output)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from serve_server import MODEL
 
 openai = pytest.importorskip("openai")
@@ -48,7 +47,7 @@ def test_chat_streamed_matches_the_unstreamed_reply(client):
 
 def test_sampling_parameters_reach_the_sampler(client):
     messages = [{"role": "user", "content": "Write a sentence about the sea."}]
-    kw = dict(model=MODEL, messages=messages, max_tokens=12, temperature=1.0, top_p=0.95)
+    kw = {"model": MODEL, "messages": messages, "max_tokens": 12, "temperature": 1.0, "top_p": 0.95}
     a = client.chat.completions.create(seed=7, **kw).choices[0].message.content
     b = client.chat.completions.create(seed=7, **kw).choices[0].message.content
     assert a == b    # the seed is honoured
@@ -74,7 +73,7 @@ def test_embeddings_are_unit_vectors_closer_for_the_same_text(client):
                                                           "quarterly tax filing deadlines"])
     vectors = [d.embedding for d in result.data]
     assert len(vectors) == 3 and len(vectors[0]) == 576
-    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))
     assert abs(dot(vectors[0], vectors[0]) - 1) < 1e-4
     assert dot(vectors[0], vectors[1]) > dot(vectors[0], vectors[2])
     assert result.usage.prompt_tokens > 0

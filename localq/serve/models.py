@@ -109,12 +109,12 @@ class LoadedModel:
         v = self.variant
         expires = None
         if math.isfinite(self.expires_at):
-            expires = datetime.datetime.fromtimestamp(self.expires_at, datetime.timezone.utc).isoformat()
+            expires = datetime.datetime.fromtimestamp(self.expires_at, datetime.UTC).isoformat()
         return {
             "name": v.ref, "model": v.ref, "size": self.memory, "size_vram": 0,
             "digest": v.files[0].sha256 if v.files else "",
             "expires_at": expires, "keep_alive_s": None if math.isinf(self.keep_alive_s) else self.keep_alive_s,
-            "loaded_at": datetime.datetime.fromtimestamp(self.loaded_at, datetime.timezone.utc).isoformat(),
+            "loaded_at": datetime.datetime.fromtimestamp(self.loaded_at, datetime.UTC).isoformat(),
             "backend": self.session.backend_name, "context_length": self.session.n_ctx,
             "running": self.queue.running, "queued": self.queue.waiting, "requests_done": self.queue.jobs_done,
             "details": model_details(v),

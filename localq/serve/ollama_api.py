@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from localq import __version__
+from localq.errors import LocalqError
 from localq.serve import requests as rq
 from localq.serve.config import parse_duration
 from localq.serve.generation import Run, chat_work, embed_work, merge_text, text_work
@@ -36,7 +37,7 @@ NS = 1_000_000_000
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _params(f: rq.Fields):
@@ -71,8 +72,8 @@ def _keep_alive(f: rq.Fields) -> float | None:
         return None
     try:
         return parse_duration(value)
-    except Exception as exc:
-        raise BadRequest(str(exc), param="keep_alive") from None
+    except LocalqError as exc:
+        raise BadRequest(exc.one_line(), param="keep_alive") from None
 
 
 def _timings(done, started_ns: int, load_ns: int) -> dict:
@@ -187,8 +188,10 @@ class OllamaRoutes:
         import time
 
         started = time.perf_counter_ns()
+        requested = time.time()
         await run.start()
-        load_ns = 0
+        # Ollama's load_duration: the load this request waited for, if it caused one.
+        load_ns = int(run.model.session.load_s * NS) if run.model.loaded_at >= requested else 0
         if not f.boolean("stream", True):
             items = await run.collect()
             text, done, error = merge_text(items)

@@ -24,6 +24,7 @@ import uuid
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from localq.errors import LocalqError
 from localq.serve import requests as rq
 from localq.serve.config import parse_duration
 from localq.serve.generation import Run, chat_work, embed_work, merge_text, text_work
@@ -85,8 +86,8 @@ def _keep_alive(f: rq.Fields) -> float | None:
         return None
     try:
         return parse_duration(value)
-    except Exception as exc:
-        raise BadRequest(str(exc), param="keep_alive") from None
+    except LocalqError as exc:
+        raise BadRequest(exc.one_line(), param="keep_alive") from None
 
 
 def _usage(done) -> dict:

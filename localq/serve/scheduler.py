@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from localq.errors import LocalqError
 
