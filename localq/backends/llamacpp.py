@@ -115,24 +115,6 @@ def check_offload_fits(info, n_ctx: int, n_gpu_layers: int, profile, name: str) 
     )
 
 
-def amx_unusable() -> bool:
-    """True where the CPU reports AMX tiles: llama.cpp would repack weights for AMX and run them there.
-
-    Some virtual machines report AMX but fault on its instructions (SIGILL on
-    ``tilezero`` under Firecracker), which kills the process; the AVX-512 path
-    is nearly as fast on the small batches of chat, so localq does not use
-    llama.cpp's extra (repacked) weight buffers on such CPUs.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return "amx_tile" in line.split()
-    except OSError:
-        pass
-    return False
-
-
 def gguf_parts(model) -> list[Path]:
     """The files of a split GGUF variant in order (one path for a single file or a path)."""
     files = getattr(model, "files", None)
@@ -312,8 +294,6 @@ class LlamaCppBackend(Backend):
             mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP
         else:
             mparams.use_mmap = True
-        if "use_extra_bufts" in {f[0] for f in type(mparams)._fields_} and amx_unusable():
-            mparams.use_extra_bufts = False
         parts = gguf_parts(model)
         if len(parts) > 1:   # blobs lack the -00001-of-0000N names llama.cpp would look for
             names = (ctypes.c_char_p * len(parts))(*[str(p).encode() for p in parts])
