@@ -18,9 +18,10 @@ Use::
 backend's name, or None for the one the registry picks for the model's format.
 ``model`` is an index ``Variant`` or a file path. The returned session has the
 attributes of the worker's session that describe it (``model_ref``, ``quant``,
-``variant_id``, ``n_ctx``, ``n_threads``, ``load_s``, ``backend_name``, and
-``info`` when the backend has one), ``stream``, ``complete``, ``tokenize``,
-``encode_chat``, ``reset``, ``cancel`` and ``close``, and ``alive`` / ``pid``.
+``variant_id``, ``n_ctx``, ``n_threads``, ``load_s``, ``backend_name``, the
+``supports_*`` flags, and ``info`` when the backend has one), ``stream``,
+``stream_text``, ``embed``, ``complete``, ``tokenize``, ``encode_chat``,
+``reset``, ``cancel`` and ``close``, and ``alive`` / ``pid``.
 
 How it works:
 - The worker is ``python -m localq.backends.runner CMD_FD EVENT_FD``: two
@@ -62,7 +63,8 @@ _FRAME = struct.Struct("<IB")
 _TEXT, _OBJECT, _ERROR = 0, 1, 2
 # Attributes copied from the worker's session to the proxy after loading.
 _DESCRIBED = ("model_ref", "quant", "variant_id", "n_ctx", "n_threads", "load_s", "backend_name",
-              "model_path", "info", "n_gpu_layers", "n_batch")
+              "model_path", "info", "n_gpu_layers", "n_batch", "flash_attn",
+              "supports_json_schema", "supports_embeddings", "embed_n_ctx")
 
 
 # --- framing ---------------------------------------------------------------------
@@ -208,6 +210,17 @@ class RemoteSession(Session):
 
     def stream(self, messages: Sequence[dict], params: GenerationParams | None = None) -> Iterator:
         """The worker's ``stream``: its events, and an error ``Done`` if the worker dies mid-reply."""
+        return self._relay("stream", list(messages), params)
+
+    def stream_text(self, prompt: str, params: GenerationParams | None = None) -> Iterator:
+        """The worker's ``stream_text`` (a raw completion, no chat template), relayed like ``stream``."""
+        return self._relay("stream_text", prompt, params)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return self._call("embed", list(texts))
+
+    def _relay(self, op: str, payload, params: GenerationParams | None) -> Iterator:
+        """Send a streaming request (``stream`` or ``stream_text``) and yield the worker's events."""
         self._check_usable()
         if not self._busy.acquire(blocking=False):
             raise BackendError("this model is already writing a reply", "wait for it, or cancel it")
@@ -217,7 +230,7 @@ class RemoteSession(Session):
         try:
             self._cancel.clear()
             self._request += 1
-            self._send("stream", self._request, list(messages), params)
+            self._send(op, self._request, payload, params)
             finished = False
             while True:
                 try:
@@ -423,9 +436,9 @@ class _Worker:
             try:
                 if op == "load":
                     self.load(*args)
-                elif op == "stream":
-                    self.stream(*args)
-                elif op in ("encode_chat", "tokenize", "reset"):
+                elif op in ("stream", "stream_text"):
+                    self.stream(op, *args)
+                elif op in ("encode_chat", "tokenize", "reset", "embed"):
                     self.send(_OBJECT, getattr(self.session, op)(*args))
                 else:
                     raise BackendError(f"unknown command {op!r}")
@@ -443,7 +456,7 @@ class _Worker:
               file=sys.stderr, flush=True)
         self.send(_OBJECT, described)
 
-    def stream(self, request: int, messages, params) -> None:
+    def stream(self, op: str, request: int, payload, params) -> None:
         """Stream a reply, joining deltas that come faster than COALESCE_S into one frame.
 
         A cancel that came before the reply started (and so before ``stream``
@@ -455,7 +468,7 @@ class _Worker:
         send, clock, cancelled = self.send, time.perf_counter, self.cancelled
         pending: list[str] = []
         last = 0.0
-        for event in self.session.stream(messages, params):
+        for event in getattr(self.session, op)(payload, params):
             if request in cancelled:
                 self.session.cancel()
             if type(event) is TextDelta:

@@ -47,10 +47,15 @@ class LoadFailed(LocalqError):
 
 
 def load_session(variant, options: LoadOptions) -> Session:
-    """Load ``variant`` (an index Variant) with the backend the registry picks for its format."""
-    from localq.backends.registry import backend_for
+    """Load ``variant`` (an index Variant) in a model process, with the backend the registry picks.
 
-    return backend_for(variant.format).load(variant, options)
+    The model runs in a worker process (``localq.backends.runner``): a native
+    abort or an out-of-memory kill in the engine ends that process, and the
+    request in flight gets an error, while the server goes on.
+    """
+    from localq.backends import runner
+
+    return runner.load(None, variant, options)
 
 
 def memory_needed(variant, n_ctx: int | None) -> int:
