@@ -941,6 +941,10 @@ from localq.cli_serve import register as _register_serve  # noqa: E402
 
 _register_serve(cli)
 
+from localq.quantize_cli import register as _register_quantize_commands  # noqa: E402
+
+_register_quantize_commands(cli)
+
 
 def main() -> None:
     cli(prog_name="localq")

@@ -44,6 +44,23 @@ def smollm2_stays_intact(request):
 
 
 @pytest.fixture(scope="session")
+def smollm2_hf_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 as a Hugging Face directory, made once per session from the real Q4_1 GGUF.
+
+    localq's GGUF -> safetensors converter writes it: ``config.json``
+    (LlamaForCausalLM), ``tokenizer.json`` + ``tokenizer_config.json`` (with the
+    chat template), ``generation_config.json`` and a float32 ``model.safetensors``
+    holding the dequantized Q4_1 weights exactly (about 540 MB). Treat it as
+    read-only: it is shared by every test of the session.
+    """
+    from localq.quantize.gguf_export import gguf_to_hf
+
+    out = tmp_path_factory.mktemp("smollm2-hf") / "SmolLM2-135M-Instruct"
+    gguf_to_hf(smollm2_gguf, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def smollm2_session(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
     """SmolLM2 loaded once in the llama.cpp backend (1024-token context), shared by the tests.
 
