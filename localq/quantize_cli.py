@@ -45,22 +45,77 @@ def _progress_bar(label: str):
     return progress, update
 
 
-@click.command("convert")
-@click.argument("source")
-@click.option("--to", "target", required=True, type=click.Choice([SAFETENSORS_TARGET]),
-              help="safetensors: a Hugging Face directory (config, tokenizer, weights) from a GGUF.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory to write (must not exist, or be empty).")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
-              help="Weight type of the safetensors (default: float32 for a quantized GGUF, which is exact; "
-                   "else the GGUF's own float type).")
-def convert_command(source: str, target: str, output: Path, dtype: str | None) -> None:
-    """Convert SOURCE (a GGUF file or an installed GGUF model) to another format."""
-    from localq.quantize.gguf_export import gguf_to_hf
+GGUF_TARGETS = ("gguf-f16", "gguf-bf16", "gguf-f32")
+
+
+def model_name_for(source: str, path: Path, name: str | None) -> str:
+    """The model a produced variant belongs to: --name, the installed source's model, or one made from the path."""
+    from localq.importer import check_name, default_name
+
+    if name:
+        return check_name(name)
+    if not Path(source).expanduser().exists():
+        from localq.cli import open_db
+        from localq.store.index import find
+
+        found = find(open_db(), source)
+        if found:
+            return found[0].model
+    return default_name(path)
+
+
+def convert_to_gguf(source: str, out_type: str, output: Path | None, name: str | None) -> None:
+    """HF directory -> GGUF, into the store (indexed, with provenance) or into ``output``."""
+    from localq.quantize import gguf_convert
+    from localq.quantize import output as out
 
     path = source_path(source)
+    planned = gguf_convert.plan(path, out_type)  # refuses what it cannot convert, before any work
+    progress, update = _progress_bar(f"converting to {out_type.upper()}")
+
+    def make(target: Path) -> None:
+        with progress:
+            gguf_convert.convert(path, target, out_type, on_progress=update)
+
+    if output is not None:
+        written = out.write_outside_store(make, output)
+        click.echo(f"wrote {written} ({planned.arch.gguf}, {len(planned.tensors)} tensors, {out_type.upper()})")
+        return
+    from localq.cli import open_db
+
+    prov = out.provenance("localq convert", f"gguf-py {out.package_version('gguf')}", path, {"to": f"gguf-{out_type}"})
+    model = model_name_for(source, path, name)
+    variant = out.make_into_store(open_db(), make, model=model, quant=out_type,
+                                  filename=f"{path.name}-{out_type.upper()}.gguf", prov=prov)
+    click.echo(f"stored {variant.ref} ({planned.arch.gguf}, {len(planned.tensors)} tensors, "
+               f"{variant.size / 1e6:.1f} MB)")
+
+
+@click.command("convert")
+@click.argument("source")
+@click.option("--to", "target", required=True, type=click.Choice([*GGUF_TARGETS, SAFETENSORS_TARGET]),
+              help="gguf-f16|gguf-bf16|gguf-f32: a GGUF from a Hugging Face safetensors directory; "
+                   "safetensors: a Hugging Face directory (config, tokenizer, weights) from a GGUF.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write here instead of into localq's store: a .gguf file, or (required for safetensors) "
+                   "a directory that does not exist or is empty.")
+@click.option("--name", help="Model name to store a GGUF under (default: the source's model, or its directory name).")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
+              help="safetensors only: the weight type (default: float32 for a quantized GGUF, which is "
+                   "exact; else the GGUF's own float type).")
+def convert_command(source: str, target: str, output: Path | None, name: str | None, dtype: str | None) -> None:
+    """Convert SOURCE (a path, or an installed model) between Hugging Face safetensors and GGUF."""
+    if target in GGUF_TARGETS:
+        if dtype:
+            raise click.UsageError("--dtype applies to --to safetensors; the GGUF type is in --to")
+        return convert_to_gguf(source, target[len("gguf-"):], output, name)
+    from localq.quantize.gguf_export import gguf_to_hf
+
+    if output is None:
+        raise click.UsageError("--to safetensors needs -o DIR, the directory to write")
+    path = source_path(source)
     if path.is_dir():
-        raise LocalqError(f"{path} is not a GGUF file", "--to safetensors converts a GGUF file")
+        raise LocalqError(f"{path} is a directory", "--to safetensors converts a GGUF file")
     progress, update = _progress_bar("dequantizing")
     with progress:
         result = gguf_to_hf(path, output, dtype=dtype, on_progress=update)

@@ -61,6 +61,16 @@ def smollm2_hf_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
+def smollm2_f16_gguf(smollm2_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 as an F16 GGUF, converted once per session by localq from ``smollm2_hf_dir`` (about 270 MB)."""
+    from localq.quantize.gguf_convert import convert
+
+    out = tmp_path_factory.mktemp("smollm2-f16") / "SmolLM2-135M-Instruct-F16.gguf"
+    convert(smollm2_hf_dir, out, "f16")
+    return out
+
+
+@pytest.fixture(scope="session")
 def smollm2_session(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
     """SmolLM2 loaded once in the llama.cpp backend (1024-token context), shared by the tests.
 

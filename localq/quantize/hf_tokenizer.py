@@ -131,3 +131,214 @@ def tokenizer_files(meta: dict) -> dict[str, bytes]:
         "tokenizer_config.json": dump(config),
         "special_tokens_map.json": dump(special_map),
     }
+
+
+# --- the other way: an HF directory's tokenizer as GGUF metadata -------------------------
+
+NORMAL, UNKNOWN, UNUSED, BYTE = 1, 2, 5, 6
+
+
+def _same_pre(a: dict, b: dict) -> bool:
+    """Two pre-tokenizer specs that split alike (offset bookkeeping aside)."""
+    def strip(spec):
+        if isinstance(spec, dict):
+            return {k: strip(v) for k, v in spec.items() if k not in ("trim_offsets",)}
+        if isinstance(spec, list):
+            return [strip(v) for v in spec]
+        return spec
+    return strip(a) == strip(b)
+
+
+def pre_tokenizer_name(pre: dict | None) -> str:
+    """llama.cpp's name for a ``tokenizer.json`` pre-tokenizer, or an error saying it is unknown."""
+    for name in ("smollm", "llama-bpe", "qwen2", "gpt-2"):
+        if pre is not None and _same_pre(pre, PRE_TOKENIZERS[name]):
+            return name
+    raise UnsupportedTokenizer(
+        "the tokenizer's pre-tokenizer is not one localq knows how to name for llama.cpp",
+        f"localq converts the {', '.join(sorted(PRE_TOKENIZERS))} pre-tokenizers",
+    )
+
+
+def _special_ids(hf_dir, token_ids: dict[str, int], config: dict) -> dict[str, int]:
+    """bos/eos/unk/pad ids: tokenizer_config.json's tokens, else config.json's ids."""
+    tok_config = _read_json(hf_dir / "tokenizer_config.json") or {}
+    found = {}
+    for key in ("bos", "eos", "unk", "pad"):
+        value = tok_config.get(f"{key}_token")
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str) and value in token_ids:
+            found[key] = token_ids[value]
+        elif isinstance(config.get(f"{key}_token_id"), int):
+            found[key] = config[f"{key}_token_id"]
+    return found
+
+
+def _read_json(path):
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LocalqError(f"{path.name} is not valid JSON: {exc}", "download the model's tokenizer files again") from exc
+
+
+def chat_templates(hf_dir) -> dict[str, str]:
+    """The chat template(s): ``{"": default, NAME: other}`` from tokenizer_config.json or chat_template.jinja."""
+    tok_config = _read_json(hf_dir / "tokenizer_config.json") or {}
+    template = tok_config.get("chat_template")
+    if isinstance(template, list):  # named templates
+        return {("" if t["name"] == "default" else t["name"]): t["template"] for t in template}
+    if isinstance(template, str):
+        return {"": template}
+    jinja = hf_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return {"": jinja.read_text(encoding="utf-8")}
+    return {}
+
+
+def gguf_tokenizer(hf_dir, config: dict) -> dict:
+    """GGUF tokenizer metadata (key -> value) from an HF directory's tokenizer files.
+
+    BPE from ``tokenizer.json`` (with llama.cpp's name for its pre-tokenizer),
+    else SentencePiece from ``tokenizer.model``. The vocabulary is padded to
+    ``config["vocab_size"]`` with unused ``[PAD{i}]`` tokens, as the embedding
+    matrix has that many rows.
+    """
+    tok_json = _read_json(hf_dir / "tokenizer.json")
+    if tok_json is not None and tok_json.get("model", {}).get("type") == "BPE" and not tok_json["model"].get("byte_fallback"):
+        meta = _bpe_metadata(tok_json, config)
+    elif (hf_dir / "tokenizer.model").is_file():
+        meta = _spm_metadata(hf_dir / "tokenizer.model", tok_json, config)
+    elif tok_json is not None:
+        raise UnsupportedTokenizer(
+            f"cannot convert a {tok_json.get('model', {}).get('type')} tokenizer.json without tokenizer.model",
+            "localq converts byte-level BPE tokenizer.json files and SentencePiece tokenizer.model files",
+        )
+    else:
+        raise LocalqError(f"{hf_dir} has no tokenizer (tokenizer.json or tokenizer.model)",
+                          "download the model's tokenizer files too")
+    ids = {tok: i for i, tok in enumerate(meta["tokenizer.ggml.tokens"])}
+    names = {"bos": "bos", "eos": "eos", "unk": "unknown", "pad": "padding"}
+    for key, value in _special_ids(hf_dir, ids, config).items():
+        meta[f"tokenizer.ggml.{names[key]}_token_id"] = value
+    tok_config = _read_json(hf_dir / "tokenizer_config.json") or {}
+    for key in ("add_bos_token", "add_eos_token"):
+        if isinstance(tok_config.get(key), bool):
+            meta[f"tokenizer.ggml.{key}"] = tok_config[key]
+    for name, template in chat_templates(hf_dir).items():
+        meta["tokenizer.chat_template" + (f".{name}" if name else "")] = template
+    return meta
+
+
+def _padded(tokens: list[str | None], types: list[int], size: int) -> tuple[list[str], list[int]]:
+    while len(tokens) < size:
+        tokens.append(None)
+        types.append(UNUSED)
+    for i, tok in enumerate(tokens):
+        if tok is None:
+            tokens[i], types[i] = f"[PAD{i}]", UNUSED
+    return tokens, types
+
+
+def _bpe_metadata(tok_json: dict, config: dict) -> dict:
+    model = tok_json["model"]
+    vocab: dict[str, int] = model["vocab"]
+    added = {a["id"]: a for a in tok_json.get("added_tokens", [])}
+    size = max([config.get("vocab_size") or 0, len(vocab), *(i + 1 for i in added)])
+    tokens: list[str | None] = [None] * size
+    types = [NORMAL] * size
+    for tok, i in vocab.items():
+        tokens[i] = tok
+    for i, a in added.items():
+        tokens[i] = a["content"]
+        types[i] = CONTROL if a.get("special") else USER_DEFINED
+    tokens, types = _padded(tokens, types, size)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": pre_tokenizer_name(tok_json.get("pre_tokenizer")),
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.merges": merges,
+    }
+
+
+def _spm_metadata(path, tok_json: dict | None, config: dict) -> dict:
+    pieces = read_sentencepiece_model(path.read_bytes())
+    size = max(config.get("vocab_size") or 0, len(pieces))
+    tokens: list[str | None] = [p[0] for p in pieces] + [None] * (size - len(pieces))
+    scores = [p[1] for p in pieces] + [-1000.0] * (size - len(pieces))
+    # sentencepiece's piece types: 1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte
+    types = [p[2] for p in pieces] + [UNUSED] * (size - len(pieces))
+    for a in (tok_json or {}).get("added_tokens", []):
+        if a["id"] >= len(pieces):
+            tokens[a["id"]] = a["content"]
+            types[a["id"]] = CONTROL if a.get("special") else USER_DEFINED
+    tokens, types = _padded(tokens, types, size)
+    return {
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.scores": scores,
+        "tokenizer.ggml.token_type": types,
+    }
+
+
+def read_sentencepiece_model(data: bytes) -> list[tuple[str, float, int]]:
+    """``(piece, score, type)`` for every piece of a SentencePiece ``tokenizer.model``.
+
+    The file is a protobuf ``ModelProto`` whose field 1 repeats ``SentencePiece``
+    messages (1: piece, 2: score as float, 3: type, default 1 = normal); the
+    few lines of wire-format reading here spare a protobuf dependency.
+    """
+    import struct
+
+    def varint(buf: bytes, i: int) -> tuple[int, int]:
+        shift = value = 0
+        while True:
+            b = buf[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value, i
+            shift += 7
+
+    def fields(buf: bytes):
+        i = 0
+        while i < len(buf):
+            key, i = varint(buf, i)
+            num, wire = key >> 3, key & 7
+            if wire == 0:
+                value, i = varint(buf, i)
+            elif wire == 1:
+                value, i = buf[i:i + 8], i + 8
+            elif wire == 2:
+                n, i = varint(buf, i)
+                value, i = buf[i:i + n], i + n
+            elif wire == 5:
+                value, i = buf[i:i + 4], i + 4
+            else:
+                raise ValueError(f"wire type {wire}")
+            yield num, wire, value
+
+    pieces = []
+    try:
+        for num, wire, value in fields(data):
+            if num != 1 or wire != 2:
+                continue
+            piece, score, kind = "", 0.0, NORMAL
+            for n, w, v in fields(value):
+                if n == 1 and w == 2:
+                    piece = v.decode("utf-8")
+                elif n == 2 and w == 5:
+                    score = struct.unpack("<f", v)[0]
+                elif n == 3 and w == 0:
+                    kind = v
+            pieces.append((piece, score, kind))
+    except (IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise LocalqError("tokenizer.model is not a SentencePiece model or is damaged", "download it again") from exc
+    if not pieces:
+        raise LocalqError("tokenizer.model holds no pieces", "download it again")
+    return pieces

@@ -1,0 +1,262 @@
+"""Hugging Face safetensors directory -> GGUF (F32, F16 or BF16), on the ``gguf`` package.
+
+What llama.cpp needs, as its loader reads it: the architecture's hyperparameters
+under ``{arch}.*``, the tokenizer (``hf_tokenizer.gguf_tokenizer``), tensors
+named as llama.cpp names them (``archs``), Q/K rows of the ``llama``
+architecture permuted to its interleaved rotary layout, Llama 3's rope scaling
+as a ``rope_freqs`` tensor. Matrices take the requested type, vectors (norms,
+biases) stay F32, as llama.cpp computes them in F32.
+
+The checks come first: the architecture (refused by name), the config and the
+tokenizer are read before any tensor, so a model localq cannot convert costs
+nothing. Then tensors are read from the shards one at a time through a memory
+map and written in order, so memory stays near the largest tensor however big
+the model. The GGUF is written under a temporary name beside the target and
+renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from localq.errors import BadModelFile, LocalqError
+from localq.quantize import archs, safetensors_io
+from localq.quantize.hf_tokenizer import gguf_tokenizer
+
+OUT_TYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
+FILE_TYPES = {"F32": 0, "F16": 1, "BF16": 32}  # general.file_type, llama.cpp's LLAMA_FTYPE_ALL_F32 / MOSTLY_F16 / MOSTLY_BF16
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a conversion will write, known before any tensor is read."""
+
+    source: Path
+    arch: archs.Arch
+    config: dict
+    out_type: str
+    tensors: list[tuple[str, safetensors_io.StoredTensor]]  # (GGUF name, where its bytes are)
+    metadata: dict
+    shards: list[Path]
+
+    @property
+    def largest_tensor_bytes(self) -> int:
+        return max(int(np.prod(t.shape)) * 4 for _, t in self.tensors)
+
+
+def read_config(hf_dir: Path) -> dict:
+    path = hf_dir / "config.json"
+    if not path.is_file():
+        raise LocalqError(f"{hf_dir} has no config.json", "point at a Hugging Face model directory (config.json, tokenizer, *.safetensors)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadModelFile(f"{path} is not valid JSON: {exc}", "download config.json again") from exc
+
+
+def shard_files(hf_dir: Path) -> list[Path]:
+    """The safetensors files of a model: those the index names, else every ``*.safetensors``."""
+    index = hf_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError) as exc:
+            raise BadModelFile(f"{index.name} is damaged", "download it again") from exc
+        files = [hf_dir / name for name in dict.fromkeys(weight_map.values())]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise BadModelFile(f"{hf_dir} lacks the shard(s) {', '.join(missing)} that {index.name} lists",
+                               "download the missing shards")
+        return files
+    files = sorted(hf_dir.glob("*.safetensors"))
+    if not files:
+        raise LocalqError(f"{hf_dir} has no .safetensors weights", "localq converts safetensors checkpoints (not .bin or .pth)")
+    return files
+
+
+def model_metadata(config: dict, arch: archs.Arch, out_type: str, name: str) -> dict:
+    """The general.* and {arch}.* keys for a config.json."""
+    p = arch.gguf + "."
+    text = config.get("text_config") or {}
+    get = lambda key, default=None: config.get(key, text.get(key, default))
+    heads = get("num_attention_heads")
+    hidden = get("hidden_size")
+    for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"):
+        if get(key) is None:
+            raise BadModelFile(f"config.json lacks {key}", "download config.json again")
+    head_dim = get("head_dim") or hidden // heads
+    meta = {
+        "general.type": "model",
+        "general.name": name,
+        p + "block_count": int(get("num_hidden_layers")),
+        p + "context_length": int(get("max_position_embeddings", 4096)),
+        p + "embedding_length": int(hidden),
+        p + "feed_forward_length": int(get("intermediate_size")),
+        p + "attention.head_count": int(heads),
+        p + "attention.head_count_kv": int(get("num_key_value_heads") or heads),
+        p + "rope.freq_base": float(get("rope_theta", 10000.0)),
+        p + "attention.layer_norm_rms_epsilon": float(get("rms_norm_eps", 1e-6)),
+    }
+    if get("head_dim") is not None:
+        meta[p + "attention.key_length"] = meta[p + "attention.value_length"] = int(head_dim)
+    meta["general.file_type"] = FILE_TYPES[out_type]
+    meta[p + "vocab_size"] = None  # filled from the tokenizer
+    meta[p + "rope.dimension_count"] = int(head_dim)
+    scaling = get("rope_scaling") or {}
+    kind = scaling.get("rope_type") or scaling.get("type")
+    if kind == "linear":
+        meta[p + "rope.scaling.type"] = "linear"
+        meta[p + "rope.scaling.factor"] = float(scaling["factor"])
+    elif kind not in (None, "default", "llama3"):
+        raise LocalqError(f"cannot convert rope scaling {kind!r}", "localq converts linear and llama3 rope scaling")
+    meta["general.quantization_version"] = 2
+    return meta
+
+
+def size_label(n_params: int) -> str:
+    """A parameter count as model names give it: 135M, 1.2B, 70B."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n_params >= scale:
+            amount = n_params / scale
+            return f"{amount:.0f}{suffix}" if amount >= 10 or suffix in "MK" else f"{amount:.1f}{suffix}"
+    return str(n_params)
+
+
+def plan(hf_dir: str | Path, out_type: str = "f16") -> Plan:
+    """Check an HF directory and lay out its conversion, reading no tensor data."""
+    hf_dir = Path(hf_dir)
+    if out_type not in OUT_TYPES:
+        raise LocalqError(f"unknown GGUF output type {out_type!r}", f"use one of {', '.join('gguf-' + t for t in OUT_TYPES)}")
+    if not hf_dir.is_dir():
+        raise LocalqError(f"{hf_dir} is not a directory", "point at a Hugging Face model directory")
+    config = read_config(hf_dir)
+    arch = archs.by_hf(config)  # an unsupported architecture stops here, before any work
+    meta = model_metadata(config, arch, OUT_TYPES[out_type], hf_dir.name)
+    meta.update(gguf_tokenizer(hf_dir, config))
+    meta[f"{arch.gguf}.vocab_size"] = len(meta["tokenizer.ggml.tokens"])
+    shards = shard_files(hf_dir)
+    stored = safetensors_io.list_tensors(shards)
+    meta["general.size_label"] = size_label(sum(int(np.prod(t.shape)) for t in stored if t.name != "lm_head.weight"
+                                                or not config.get("tie_word_embeddings")))
+    tied = bool(config.get("tie_word_embeddings", False))
+    names = {t.name for t in stored}
+    tensors = []
+    for t in sorted(stored, key=lambda t: t.name):  # by name, whatever the shard layout
+        if t.name == "lm_head.weight" and tied:
+            continue
+        gguf_name = archs.gguf_tensor_name(t.name)
+        if gguf_name is not None:
+            tensors.append((gguf_name, t))
+    if "model.embed_tokens.weight" not in names:
+        raise BadModelFile(f"{hf_dir} has no model.embed_tokens.weight", "download every shard of the model")
+    return Plan(hf_dir, arch, config, OUT_TYPES[out_type], tensors, meta, shards)
+
+
+def _rope_freqs(plan_: Plan) -> np.ndarray | None:
+    scaling = plan_.config.get("rope_scaling") or {}
+    if (scaling.get("rope_type") or scaling.get("type")) != "llama3":
+        return None
+    p = plan_.arch.gguf + "."
+    return archs.llama3_rope_factors(
+        plan_.metadata[p + "rope.freq_base"], plan_.metadata[p + "rope.dimension_count"], float(scaling["factor"]),
+        float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0)),
+        int(scaling.get("original_max_position_embeddings", 8192)),
+    )
+
+
+def _add_metadata(writer, metadata: dict) -> None:
+    import gguf
+
+    for key, value in metadata.items():
+        if value is None or key == "general.architecture":
+            continue
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        elif isinstance(value, str):
+            writer.add_string(key, value)
+        elif key in ("tokenizer.ggml.token_type",):
+            writer.add_key_value(key, value, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.INT32)
+        elif key == "tokenizer.ggml.scores":
+            writer.add_key_value(key, value, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT32)
+        else:
+            writer.add_array(key, value)
+
+
+def tensor_type(gguf_name: str, ndim: int, out_type: str) -> str:
+    """The GGUF type of one tensor: vectors (norms, biases) stay F32."""
+    return "F32" if ndim <= 1 else out_type
+
+
+def convert(
+    hf_dir: str | Path,
+    out_path: str | Path,
+    out_type: str = "f16",
+    *,
+    on_progress: ProgressFn | None = None,
+) -> Plan:
+    """Write the GGUF ``out_path`` from an HF directory; returns the plan it followed."""
+    import gguf
+
+    p = plan(hf_dir, out_type)
+    out_path = Path(out_path)
+    n_head = p.metadata[f"{p.arch.gguf}.attention.head_count"]
+    n_head_kv = p.metadata[f"{p.arch.gguf}.attention.head_count_kv"]
+    rope_freqs = _rope_freqs(p)
+
+    def values(gguf_name: str, stored: safetensors_io.StoredTensor) -> np.ndarray:
+        w = stored.as_float32()
+        if p.arch.permute_qk and gguf_name.split(".")[-2] == "attn_q":
+            w = archs.rotary_to_gguf(w, n_head)
+        elif p.arch.permute_qk and gguf_name.split(".")[-2] == "attn_k":
+            w = archs.rotary_to_gguf(w, n_head_kv)
+        kind = tensor_type(gguf_name, w.ndim, p.out_type)
+        if kind == "F32":
+            return np.ascontiguousarray(w, dtype=np.float32)
+        return safetensors_io.encode(w, kind)
+
+    writer = gguf.GGUFWriter(None, p.arch.gguf)
+    _add_metadata(writer, p.metadata)
+    entries: list[tuple[str, safetensors_io.StoredTensor | None]] = list(p.tensors)
+    if rope_freqs is not None:
+        entries.insert(0, ("rope_freqs.weight", None))
+    for gguf_name, stored in entries:
+        shape = stored.shape if stored is not None else rope_freqs.shape
+        kind = tensor_type(gguf_name, len(shape), p.out_type)
+        item = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[kind]
+        nbytes = int(np.prod(shape)) * np.dtype(item).itemsize
+        writer.add_tensor_info(gguf_name, shape, np.dtype(item), nbytes,
+                               raw_dtype=gguf.GGMLQuantizationType[kind] if kind == "BF16" else None)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
+    try:
+        writer.write_header_to_file(tmp)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for i, (gguf_name, stored) in enumerate(entries):
+            data = rope_freqs if stored is None else values(gguf_name, stored)
+            writer.write_tensor_data(data)
+            if on_progress:
+                on_progress(i + 1, len(entries), gguf_name)
+        for fout in writer.fout or []:
+            fout.flush()
+            os.fsync(fout.fileno())
+        writer.close()
+        os.replace(tmp, out_path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return p

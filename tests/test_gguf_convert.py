@@ -1,0 +1,192 @@
+"""HF safetensors -> GGUF (localq's converter), on the real SmolLM2 made HF by the GGUF -> HF converter.
+
+The reference for names, shapes, types and bytes is the original Q4_1 GGUF:
+converting it to safetensors and back to F32 must give every tensor of it back,
+dequantized, bit for bit (so names and the rotary permutation invert exactly),
+and its tokenizer metadata unchanged. The F16 GGUF must then run in llama.cpp
+as transformers runs the safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from localq.cli import cli
+from localq.errors import LocalqError
+from localq.quantize import gguf_convert
+from localq.quantize.safetensors_io import read_header, write_streaming
+
+TOKENIZER_KEYS = (
+    "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token",
+    "tokenizer.chat_template",
+)
+MODEL_KEYS = ("llama.block_count", "llama.context_length", "llama.embedding_length", "llama.feed_forward_length",
+              "llama.attention.head_count", "llama.attention.head_count_kv", "llama.rope.freq_base",
+              "llama.attention.layer_norm_rms_epsilon", "llama.vocab_size", "llama.rope.dimension_count")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture(scope="module")
+def f32_gguf(smollm2_hf_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("f32") / "smol-F32.gguf"
+    gguf_convert.convert(smollm2_hf_dir, out, "f32")
+    return out
+
+
+def test_round_trip_to_f32_gives_back_every_tensor_and_the_tokenizer(smollm2_gguf, f32_gguf):
+    import gguf
+
+    original, ours = gguf.GGUFReader(smollm2_gguf), gguf.GGUFReader(f32_gguf)
+    theirs = {t.name: t for t in original.tensors}
+    assert {t.name for t in ours.tensors} == set(theirs)
+    for t in ours.tensors:
+        ref = theirs[t.name]
+        assert list(t.shape) == list(ref.shape), t.name
+        assert t.tensor_type.name == "F32"
+        expected = gguf.quants.dequantize(ref.data, ref.tensor_type).reshape(t.data.shape)
+        assert np.array_equal(t.data, expected), t.name
+    for key in TOKENIZER_KEYS + MODEL_KEYS:
+        assert ours.fields[key].contents() == original.fields[key].contents(), key
+    assert ours.fields["general.file_type"].contents() == 0
+
+
+def test_f16_gguf_runs_in_llama_cpp_as_transformers_runs_the_safetensors(smollm2_f16_gguf, smollm2_hf_dir):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("llama_cpp")
+    from llama_logits import LlamaLogits
+    from test_gguf_export import mean_kl, sample_text
+
+    llama = LlamaLogits(smollm2_f16_gguf, n_ctx=512)
+    try:
+        tokens = [1] + llama.tokenize(sample_text())[:299]
+        ours = llama.logits(tokens)
+    finally:
+        llama.close()
+    model = transformers.LlamaForCausalLM.from_pretrained(smollm2_hf_dir, dtype=torch.float32)
+    with torch.no_grad():
+        ref = model(torch.tensor([tokens])).logits[0].numpy()
+    # F16 weights and llama.cpp's F16 products against float32 torch: float tolerance
+    assert float((ours.argmax(-1) == ref.argmax(-1)).mean()) >= 0.98
+    assert mean_kl(ref, ours) < 1e-3
+    assert np.abs(ours - ref).max() < 0.25 * ref.std()
+
+
+def test_sharded_checkpoint_converts_to_the_same_bytes(smollm2_hf_dir, smollm2_f16_gguf, tmp_path):
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    for f in smollm2_hf_dir.iterdir():
+        if f.suffix == ".json":
+            shutil.copy(f, sharded / f.name)
+    tensors = read_header(smollm2_hf_dir / "model.safetensors")
+    weight_map = {}
+    for i, part in enumerate(np.array_split(np.arange(len(tensors)), 3)):
+        name = f"model-{i + 1:05d}-of-00003.safetensors"
+        chosen = [tensors[j] for j in part][::-1]   # another order than the unsharded file
+        by_name = {t.name: t for t in chosen}
+        write_streaming(sharded / name, [(t.name, "F32", t.shape) for t in chosen], lambda n, by_name=by_name: by_name[n].raw())
+        weight_map.update({t.name: name for t in chosen})
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    out = tmp_path / "sharded-F16.gguf"
+    gguf_convert.convert(sharded, out, "f16")
+    assert out.read_bytes()[-50_000_000:] == smollm2_f16_gguf.read_bytes()[-50_000_000:]
+    import gguf
+
+    a, b = gguf.GGUFReader(out), gguf.GGUFReader(smollm2_f16_gguf)
+    assert [(t.name, t.tensor_type, t.data.tobytes()) for t in a.tensors] == [
+        (t.name, t.tensor_type, t.data.tobytes()) for t in b.tensors]
+
+
+def test_convert_into_the_store_records_provenance(tmp_home, smollm2_hf_dir):
+    result = run("convert", str(smollm2_hf_dir), "--to", "gguf-bf16", "--name", "smolconv")
+    assert result.exit_code == 0, result.output
+    assert "stored smolconv:bf16" in result.output
+    rows = json.loads(run("ls", "--json").output)
+    row = next(r for r in rows if r["ref"] == "smolconv:bf16")
+    from localq.quantize.output import source_digest
+    from localq.store.db import open_index
+    from localq.store.index import resolve
+
+    v = resolve(open_index(), "smolconv:bf16")
+    prov = v.provenance
+    sha, files = source_digest(smollm2_hf_dir)
+    assert prov["source_sha256"] == sha and set(files) >= {"config.json", "model.safetensors", "tokenizer.json"}
+    assert prov["tool"] == "localq convert" and prov["parameters"] == {"to": "gguf-bf16"}
+    assert prov["engine"].startswith("gguf-py ")
+    assert row["size"] == v.size and v.architecture == "llama"
+    import gguf
+
+    types = {t.tensor_type.name for t in gguf.GGUFReader(v.main_path).tensors}
+    assert types == {"BF16", "F32"}
+
+
+def hf_dir_copy(src, dst, drop=(), config_patch=None):
+    """A light copy of an HF directory: JSON files copied, the weights hardlinked or symlinked."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name in drop:
+            continue
+        if f.suffix == ".json":
+            data = json.loads(f.read_text())
+            if f.name == "config.json" and config_patch:
+                data.update(config_patch)
+            (dst / f.name).write_text(json.dumps(data))
+        else:
+            (dst / f.name).symlink_to(f)
+    return dst
+
+
+def test_unsupported_architecture_is_refused_by_name_before_any_work(smollm2_hf_dir, tmp_path):
+    src = hf_dir_copy(smollm2_hf_dir, tmp_path / "gpt2", drop=("model.safetensors",),
+                      config_patch={"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
+    result = run("convert", str(src), "--to", "gguf-f16", "-o", str(tmp_path / "out.gguf"))
+    print(result.output)
+    assert result.exit_code == 1
+    assert "GPT2LMHeadModel" in result.output and "LlamaForCausalLM" in result.output
+    assert not (tmp_path / "out.gguf").exists()
+
+
+@pytest.mark.parametrize("drop, says", [
+    (("config.json",), "has no config.json"),
+    (("tokenizer.json",), "has no tokenizer"),
+    (("model.safetensors",), "has no .safetensors"),
+])
+def test_missing_parts_are_named(smollm2_hf_dir, tmp_path, drop, says):
+    src = hf_dir_copy(smollm2_hf_dir, tmp_path / "src", drop=drop)
+    with pytest.raises(LocalqError) as err:
+        gguf_convert.convert(src, tmp_path / "out.gguf", "f16")
+    print(err.value.one_line())
+    assert says in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_truncated_shard_is_refused_and_leaves_nothing(smollm2_hf_dir, tmp_path, tmp_home):
+    src = hf_dir_copy(smollm2_hf_dir, tmp_path / "src", drop=("model.safetensors",))
+    with open(smollm2_hf_dir / "model.safetensors", "rb") as f, open(src / "model.safetensors", "wb") as out:
+        out.write(f.read(100_000_000))
+    result = run("convert", str(src), "--to", "gguf-f16")
+    print(result.output)
+    assert result.exit_code == 1
+    assert "model.safetensors is truncated" in result.output and "download" in result.output
+    from localq.paths import get_paths
+
+    work = get_paths().data / "work"
+    assert not work.exists() or not list(work.iterdir())
+    assert not get_paths().blobs.exists() or not list(get_paths().blobs.iterdir())
+
+
+def test_unknown_target_type_is_a_usage_error(smollm2_hf_dir):
+    result = run("convert", str(smollm2_hf_dir), "--to", "gguf-q4")
+    assert result.exit_code == 2 and "gguf-q4" in result.output
+    with pytest.raises(LocalqError, match="unknown GGUF output type 'q4'"):
+        gguf_convert.plan(smollm2_hf_dir, "q4")
