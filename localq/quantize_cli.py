@@ -124,6 +124,65 @@ def convert_command(source: str, target: str, output: Path | None, name: str | N
     click.echo(f"wrote {result.directory} ({result.architecture}, {result.tensors} tensors, {result.dtype})")
 
 
+def fallback_summary(fallbacks) -> str:
+    """``180 tensors: q4_K -> q5_0 x166, q6_K -> q8_0 x14 (576 columns, not a multiple of 256)``."""
+    if not fallbacks:
+        return "no fallbacks"
+    groups: dict[tuple[str, str], int] = {}
+    for f in fallbacks:
+        groups[(f.wanted, f.used)] = groups.get((f.wanted, f.used), 0) + 1
+    moves = ", ".join(f"{w} -> {u} x{n}" for (w, u), n in sorted(groups.items(), key=lambda kv: -kv[1]))
+    why = sorted({f"{f.ncols} columns, not a multiple of {f.block}" for f in fallbacks})
+    return f"{len(fallbacks)} tensors fell back: {moves} ({'; '.join(why)})"
+
+
+@click.command("quantize")
+@click.argument("source")
+@click.option("--to", "targets", required=True, multiple=True,
+              help="Target type(s), repeatable or space-separated: llama.cpp's Q2_K, Q3_K_S/M/L, IQ3_S, IQ3_M, IQ4_XS, "
+                   "IQ4_NL, Q4_0, Q4_1, Q4_K_S, Q4_K_M, Q5_0, Q5_1, Q5_K_S, Q5_K_M, Q6_K, Q8_0, F16, BF16, F32.")
+@click.option("--name", help="Model name to store the results under (default: the source's model, or its name).")
+@click.option("--threads", type=click.IntRange(1, 1024), help="Threads for the quantizer (default: the physical cores).")
+@click.option("--allow-requantize", is_flag=True,
+              help="Accept an already-quantized GGUF as source (its rounding error adds to the new one).")
+@click.option("--keep-intermediate", is_flag=True,
+              help="From a Hugging Face directory: keep the F16 GGUF made on the way, as the model's f16 variant.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.argument("more_targets", nargs=-1)
+def quantize_command(source, targets, name, threads, allow_requantize, keep_intermediate, as_json, more_targets) -> None:
+    """Quantize SOURCE (a Hugging Face directory, a GGUF file or an installed model) into the store.
+
+    Each result is indexed with its provenance (the source's sha256, the tool and
+    its version, the parameters) and the tensors llama.cpp had to give another
+    type. llama.cpp's log goes to a file in localq's log directory.
+    Example: localq quantize ./SmolLM2-135M-Instruct --to Q4_K_M Q8_0
+    """
+    from localq.cli import open_db, print_json
+    from localq.quantize.jobs import Options, quantize, resolve_source
+
+    wanted = [t for group in (*targets, *more_targets) for t in group.replace(",", " ").split()]
+    db = open_db()
+    src = resolve_source(db, source, name)
+    progress, update = _progress_bar("quantizing")
+    with progress:
+        produced = quantize(db, src, wanted, Options(threads, allow_requantize, keep_intermediate),
+                            on_progress=lambda stage, d, n, w: update(d, n, f"{stage} {w}"))
+    if as_json:
+        return print_json([{"target": p.target, "ref": p.variant.ref, "size": p.variant.size,
+                            "seconds": round(p.seconds, 2), "fallbacks": [vars(f) for f in p.fallbacks],
+                            "log": str(p.log_path) if p.log_path else None, "notes": p.notes} for p in produced])
+    from localq.gguf_info import read_gguf_info
+
+    for p in produced:
+        bpw = read_gguf_info(p.variant.main_path).bits_per_weight if p.variant.format == "gguf" else None
+        detail = f", {bpw:.2f} bits/weight" if bpw else ""
+        click.echo(f"stored {p.variant.ref} ({p.variant.size / 1e6:.1f} MB{detail}, {p.seconds:.1f} s)")
+        click.echo(f"  {fallback_summary(p.fallbacks)}")
+        for note in p.notes:
+            click.echo(f"  {note}")
+
+
 def register(cli: click.Group) -> None:
     """Add this module's commands to the ``localq`` group."""
     cli.add_command(convert_command)
+    cli.add_command(quantize_command)

@@ -1,0 +1,185 @@
+"""GGUF quantization through llama.cpp's own quantizer (``llama_model_quantize``).
+
+It runs in a child process (``quant_worker``) so that Ctrl-C stops it at once
+and its log can be read as it goes: the ``[ i/ n] name`` lines drive the
+progress callback, the ``ncols ... not divisible by ... falling back to`` lines
+become the fallback report, and the whole log goes to a file instead of the
+terminal. The output is written to a temporary file that the caller moves into
+place; on any failure it is removed.
+
+The types offered are every llama.cpp file type that needs no importance
+matrix. The very-low-bit IQ types and Q2_K_S need one (llama.cpp refuses them
+without it), and the ternary TQ types are only meaningful for models trained
+ternary, so they are refused with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localq.errors import LocalqError, StoreError
+
+# llama.cpp file type name -> the llama_cpp constant, for every type that needs no imatrix
+QUANT_TYPES = {
+    "Q2_K": "LLAMA_FTYPE_MOSTLY_Q2_K",
+    "Q3_K_S": "LLAMA_FTYPE_MOSTLY_Q3_K_S",
+    "Q3_K_M": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "Q3_K_L": "LLAMA_FTYPE_MOSTLY_Q3_K_L",
+    "IQ3_S": "LLAMA_FTYPE_MOSTLY_IQ3_S",
+    "IQ3_M": "LLAMA_FTYPE_MOSTLY_IQ3_M",
+    "IQ4_XS": "LLAMA_FTYPE_MOSTLY_IQ4_XS",
+    "IQ4_NL": "LLAMA_FTYPE_MOSTLY_IQ4_NL",
+    "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "Q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1",
+    "Q4_K_S": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
+    "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "Q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
+    "Q5_1": "LLAMA_FTYPE_MOSTLY_Q5_1",
+    "Q5_K_S": "LLAMA_FTYPE_MOSTLY_Q5_K_S",
+    "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "F16": "LLAMA_FTYPE_MOSTLY_F16",
+    "BF16": "LLAMA_FTYPE_MOSTLY_BF16",
+    "F32": "LLAMA_FTYPE_ALL_F32",
+}
+ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
+NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "Q2_K_S")
+TERNARY = ("TQ1_0", "TQ2_0")
+FLOAT_SOURCES = ("F32", "F16", "BF16")
+
+_PROGRESS_RE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
+_FALLBACK_RE = re.compile(
+    r"warning: (\S+)\s+- ncols\s+(\d+) not divisible by\s+(\d+) \(required for type\s+(\S+)\).*?"
+    r"-> falling back to\s+(\S+)"
+)
+_FAILED_RE = re.compile(r"failed to quantize: (.*)")
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+class QuantizeInterrupted(LocalqError):
+    """Ctrl-C during a quantization: the child was stopped and nothing was kept."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """A tensor llama.cpp could not give the asked type, and what it got instead."""
+
+    tensor: str
+    ncols: int
+    block: int
+    wanted: str
+    used: str
+
+
+@dataclass
+class QuantizeResult:
+    qtype: str
+    seconds: float
+    fallbacks: list[Fallback] = field(default_factory=list)
+    log: str = ""
+
+
+def canonical_type(name: str) -> str:
+    """A quant type as llama.cpp spells it, or an error saying why localq does not offer it."""
+    upper = name.strip().upper()
+    upper = ALIASES.get(upper, upper)
+    if upper in QUANT_TYPES:
+        return upper
+    if upper in NEEDS_IMATRIX:
+        raise LocalqError(f"{upper} needs an importance matrix, which localq does not compute",
+                          "pick a type that needs none, such as Q2_K, Q3_K_M or IQ4_XS")
+    if upper in TERNARY:
+        raise LocalqError(f"{upper} is only for models trained ternary (BitNet-style)", "pick Q2_K or a larger type")
+    raise LocalqError(f"unknown quantization type {name!r}", f"use one of {', '.join(QUANT_TYPES)}")
+
+
+def check_source(info, qtype: str, allow_requantize: bool) -> None:
+    """Refuse a quantized source unless allowed; the message says what requantizing costs."""
+    source_type = (info.file_type or "").replace(" (guessed)", "")
+    if source_type in FLOAT_SOURCES or allow_requantize:
+        return
+    raise LocalqError(
+        f"{info.path.name} is already quantized ({source_type}): quantizing it to {qtype} adds a second rounding "
+        "error to the first, so it is worse than quantizing the original",
+        "quantize from an F16/BF16/F32 GGUF or the Hugging Face directory, or add --allow-requantize",
+    )
+
+
+def quantize_file(
+    src: Path,
+    dst: Path,
+    qtype: str,
+    *,
+    threads: int | None = None,
+    allow_requantize: bool = False,
+    on_progress: ProgressFn | None = None,
+    log_path: Path | None = None,
+) -> QuantizeResult:
+    """Quantize the GGUF ``src`` to ``qtype`` into ``dst`` with llama.cpp; ``dst`` is removed on failure."""
+    import llama_cpp
+
+    from localq.backends.llamacpp import physical_cores
+
+    qtype = canonical_type(qtype)
+    args = {
+        "src": str(src), "dst": str(dst), "ftype": int(getattr(llama_cpp, QUANT_TYPES[qtype])),
+        "threads": int(threads or physical_cores()), "allow_requantize": allow_requantize,
+    }
+    import json
+
+    started = time.perf_counter()
+    log_lines: list[str] = []
+    fallbacks: list[Fallback] = []
+    proc = subprocess.Popen([sys.executable, "-m", "localq.quantize.quant_worker", json.dumps(args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            text=True, errors="replace", bufsize=1)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log_lines.append(line)
+            if m := _PROGRESS_RE.match(line):
+                if on_progress:
+                    on_progress(int(m.group(1)), int(m.group(2)), m.group(3))
+            elif m := _FALLBACK_RE.search(line):
+                fallbacks.append(Fallback(m.group(1), int(m.group(2)), int(m.group(3)), m.group(4), m.group(5)))
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        proc.kill()
+        proc.wait()
+        Path(dst).unlink(missing_ok=True)
+        raise QuantizeInterrupted(f"quantization to {qtype} interrupted; nothing was kept") from None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        Path(dst).unlink(missing_ok=True)
+        raise
+    finally:
+        log = "".join(log_lines)
+        if log_path is not None:
+            try:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log_path.write_text(log, encoding="utf-8")
+            except OSError:  # a full disk stops the log too; the error below says why
+                log_path = None
+    if rc != 0:
+        Path(dst).unlink(missing_ok=True)
+        found = _FAILED_RE.search(log)
+        why = found.group(1).strip() if found else f"the quantizer exited with status {rc}"
+        free = shutil.disk_usage(Path(dst).parent).free
+        if "iostream error" in why or free < 1024 * 1024:  # what llama.cpp's writer says when a write fails
+            raise StoreError(f"disk full (or not writable) while quantizing to {qtype}: {free / 1e6:.1f} MB free "
+                             f"in {Path(dst).parent}", "free some space or move the cache with LOCALQ_HOME")
+        raise LocalqError(f"llama.cpp could not quantize {Path(src).name} to {qtype}: {why}",
+                          f"its log is {log_path}" if log_path else None)
+    return QuantizeResult(qtype, time.perf_counter() - started, fallbacks, log)

@@ -1,0 +1,137 @@
+"""``localq quantize`` through llama.cpp's quantizer, on the real SmolLM2.
+
+SmolLM2's matrices are 576 or 1536 columns wide; 576 is not a multiple of
+256, so K-quants cannot pack most of them and llama.cpp gives those another
+type. The report must name exactly the tensors that the written file holds in
+a type other than the asked one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from localq.cli import cli
+from localq.paths import get_paths
+
+pytest.importorskip("llama_cpp")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def store_is_clean(only=()):
+    """No work file is left, and the store holds no blob but the starter's and ``only``."""
+    from localq.store.db import open_index
+
+    paths = get_paths()
+    work = paths.data / "work"
+    assert not work.exists() or not list(work.iterdir()), list(work.iterdir())
+    db = open_index()
+    refs = {r[0] + ":" + r[1] for r in db.execute(
+        "SELECT m.name, v.quant FROM variants v JOIN models m ON m.id = v.model_id")}
+    assert refs <= {"smollm2:135m:q4_1", *only}, refs
+    indexed = {r[0] for r in db.execute("SELECT sha256 FROM files")}
+    on_disk = {p.name[len("sha256-"):] for p in paths.blobs.iterdir()} if paths.blobs.exists() else set()
+    assert on_disk <= indexed, on_disk - indexed
+
+
+def test_quantize_hf_dir_reports_the_fallbacks_the_file_holds(tmp_home, smollm2_hf_dir):
+    import gguf
+
+    result = run("quantize", str(smollm2_hf_dir), "--to", "Q4_K_M", "--name", "smolq", "--threads", "2", "--json")
+    assert result.exit_code == 0, result.output
+    [made] = json.loads(result.output)
+    assert made["ref"] == "smolq:q4_k_m"
+    from localq.store.db import open_index
+    from localq.store.index import resolve
+
+    v = resolve(open_index(), "smolq:q4_k_m")
+    types = {t.name: t.tensor_type.name.lower() for t in gguf.GGUFReader(v.main_path).tensors}
+    fallbacks = {f["tensor"]: f for f in made["fallbacks"]}
+    assert len(fallbacks) > 100          # most matrices are 576 wide
+    for name, f in fallbacks.items():
+        assert types[name] == f["used"].lower(), name
+        assert f["ncols"] % f["block"] != 0 and f["ncols"] in (576, 1536)
+    k_quants = {n for n, t in types.items() if t in ("q4_k", "q6_k")}
+    assert k_quants and not k_quants & set(fallbacks)     # the ones that fit kept their K type
+    # provenance: source digest, tool, version, parameters, fallbacks; the F16 intermediate is gone
+    prov = v.provenance
+    from localq.quantize.output import source_digest
+
+    assert prov["source_sha256"] == source_digest(smollm2_hf_dir)[0]
+    assert prov["tool"] == "localq quantize" and prov["engine"].startswith("llama.cpp (llama-cpp-python ")
+    assert prov["parameters"]["type"] == "Q4_K_M" and prov["parameters"]["threads"] == 2
+    assert prov["parameters"]["intermediate"]["kept"] is False
+    assert prov["fallbacks"] == {n: f["used"] for n, f in fallbacks.items()}
+    assert "llama_model_quantize" in Path(made["log"]).read_text()
+    store_is_clean(only={"smolq:q4_k_m"})
+    human = run("quantize", str(smollm2_hf_dir), "--to", "q8_0", "--name", "smolq", "--keep-intermediate")
+    assert human.exit_code == 0, human.output
+    assert "stored smolq:q8_0" in human.output and "no fallbacks" in human.output
+    assert "kept the F16 intermediate as smolq:f16" in human.output
+    store_is_clean(only={"smolq:q4_k_m", "smolq:q8_0", "smolq:f16"})
+
+
+def test_requantizing_needs_the_flag_and_says_what_it_costs(tmp_home, smollm2_gguf):
+    refused = run("quantize", str(smollm2_gguf), "--to", "Q4_0")
+    print(refused.output)
+    assert refused.exit_code == 1
+    assert "already quantized (Q4_1)" in refused.output and "second rounding error" in refused.output
+    assert "--allow-requantize" in refused.output
+    store_is_clean()
+    done = run("quantize", "smollm2:135m", "--to", "Q4_0", "--allow-requantize")
+    assert done.exit_code == 0, done.output
+    assert "stored smollm2:135m-q4_0" in done.output
+
+
+@pytest.mark.parametrize("target, says", [
+    ("Q4_K_X", "unknown quantization type 'Q4_K_X'"),
+    ("IQ2_XXS", "IQ2_XXS needs an importance matrix"),
+    ("TQ1_0", "only for models trained ternary"),
+])
+def test_unknown_or_unoffered_types_are_refused_before_any_work(tmp_home, smollm2_hf_dir, target, says):
+    result = run("quantize", str(smollm2_hf_dir), "--to", "Q8_0", target)
+    print(result.output)
+    assert result.exit_code == 1 and says in result.output
+    store_is_clean()
+
+
+def test_full_disk_mid_write_is_one_line_and_leaves_nothing(mounted_tmpfs, smollm2_f16_gguf, monkeypatch):
+    home = mounted_tmpfs(60_000)  # room for the index and part of a 145 MB Q8_0, not all of it
+    monkeypatch.setenv("LOCALQ_HOME", str(home))
+    result = run("quantize", str(smollm2_f16_gguf), "--to", "Q8_0", "--name", "full")
+    print(result.output)
+    assert result.exit_code == 1
+    assert "disk full" in result.output and "LOCALQ_HOME" in result.output
+    assert len(result.output.strip().splitlines()[-1]) < 300
+    store_is_clean()
+
+
+def test_ctrl_c_mid_quantize_stops_it_and_keeps_nothing(tmp_home, smollm2_f16_gguf):
+    env = dict(os.environ, LOCALQ_HOME=str(tmp_home))
+    proc = subprocess.Popen([sys.executable, "-m", "localq.cli", "quantize", str(smollm2_f16_gguf), "--to", "Q6_K",
+                             "--name", "intr", "--threads", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    work = tmp_home / "data" / "work"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (work.exists() and any(work.iterdir())):
+        time.sleep(0.05)
+    assert work.exists() and any(work.iterdir()), "the quantizer never started writing"
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)    # as a terminal's Ctrl-C: the whole process group
+    _, err = proc.communicate(timeout=60)
+    print(err)
+    assert proc.returncode == 130
+    assert "interrupted; nothing was kept" in err
+    store_is_clean()
