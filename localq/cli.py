@@ -84,14 +84,15 @@ def open_db():
     return db
 
 
-def variant_row(v) -> dict:
-    """The fields ``ls`` shows, as a JSON-ready dict."""
+def variant_row(v, quality=None) -> dict:
+    """The fields ``ls`` shows, as a JSON-ready dict (``quality``: a store.evaluations.Quality)."""
     from localq.backends import DEFAULT_BACKEND_FOR_FORMAT
 
     return {
         "ref": v.ref, "model": v.model, "quant": v.quant, "format": v.format, "size": v.size,
         "backend": DEFAULT_BACKEND_FOR_FORMAT.get(v.format, "?"), "last_used": v.last_used,
         "created": v.created, "path": str(v.main_path),
+        "quality": quality.summary() if quality else None,
     }
 
 
@@ -102,7 +103,10 @@ def ls_command(as_json: bool) -> None:
     from localq.cache import human_size
     from localq.store.index import list_variants
 
-    rows = [variant_row(v) for v in list_variants(open_db())]
+    from localq.store.evaluations import latest_quality
+
+    db = open_db()
+    rows = [variant_row(v, latest_quality(db, v.id)) for v in list_variants(db)]
     if as_json:
         return print_json(rows)
     if not rows:
@@ -112,10 +116,11 @@ def ls_command(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None)
-    for col in ("MODEL", "QUANT", "FORMAT", "SIZE", "BACKEND", "LAST USED"):
+    for col in ("MODEL", "QUANT", "FORMAT", "SIZE", "BACKEND", "QUALITY", "LAST USED"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["ref"], r["quant"], r["format"], human_size(r["size"]), r["backend"], r["last_used"] or "never")
+        table.add_row(r["ref"], r["quant"], r["format"], human_size(r["size"]), r["backend"], r["quality"] or "—",
+                      r["last_used"] or "never")
     Console().print(table)
 
 
@@ -307,11 +312,15 @@ def show(model: str, as_json: bool) -> None:
         variant = resolve(db, ref)
         info = read_gguf_info(variant.main_path)
         benchmark = latest_benchmark(db, variant.id)
+        from localq.store.evaluations import latest_quality
+
+        quality = latest_quality(db, variant.id)
     if as_json:
         data = info.to_dict()
         if variant is not None:
             data["installed"] = variant.to_dict()
             data["benchmark"] = benchmark
+            data["quality"] = quality.__dict__ if quality else None
         print_json(data)
         return
     if variant is not None:
@@ -330,6 +339,11 @@ def show(model: str, as_json: bool) -> None:
             )
         else:
             click.echo(f"benchmark: none yet (run `localq bench {variant.ref}`)")
+        if quality:
+            click.echo(f"quality ({quality.created}, {quality.dataset}, ctx {quality.ctx}, {quality.tokens} tokens): "
+                       f"{quality.summary()}, perplexity {quality.perplexity:.3f}")
+        else:
+            click.echo(f"quality: not measured yet (run `localq eval {variant.ref} --against SOURCE`)")
 
 
 def print_gguf_info(info) -> None:
@@ -518,7 +532,12 @@ def recommend_command(model: str, ctx: int | None, prefer: str, as_json: bool) -
     else:
         raise LocalqError(f"recommend needs a catalog model or a GGUF file, not the Hub repository {model!r}",
                           "use a catalog name such as llama3.1:8b (see `localq catalog`)")
-    rec = recommend(probe(), spec, ctx, prefer, quants=quants, floor=floor)
+    measured = None
+    if ref.kind == "catalog":
+        from localq.store.evaluations import measured_deltas
+
+        measured = measured_deltas(open_db(), ref.model) or None  # localq eval's figures beat the tables
+    rec = recommend(probe(), spec, ctx, prefer, measured=measured, quants=quants, floor=floor)
     if as_json:
         print_json(rec.to_dict())
         return
@@ -547,6 +566,10 @@ def print_recommendation(rec) -> None:
                           memory, "yes" if p.fits else "no", f"{p.tokens_per_second:.1f}",
                           f"{p.ppl_delta:.3f}", Text(notes), style=None if p.fits else "dim")
         console.print(table)
+        measured = sorted({p.quant for p in rec.plans if p.quality_source.startswith("measured")})
+        if measured:
+            console.print(Text(f"quality: measured here by localq eval for {', '.join(measured)}; "
+                               "the published tables for the rest", style="dim"))
     for warning in rec.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     for assumption in rec.assumptions:

@@ -182,7 +182,117 @@ def quantize_command(source, targets, name, threads, allow_requantize, keep_inte
             click.echo(f"  {note}")
 
 
+def _gguf_to_evaluate(db, ref: str):
+    """(path, installed variant or None) for an eval MODEL or --against SOURCE given as a ref or a GGUF path."""
+    from localq.store.index import find
+
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path, None
+    if path.is_dir():
+        return path, None
+    found = find(db, ref)
+    if not found:
+        raise LocalqError(f"{ref!r} is neither a file nor an installed model", "check the path, or see `localq ls`")
+    v = found[0]
+    if v.format != "gguf":
+        raise LocalqError(f"{v.ref} is {v.format}: localq eval measures GGUF models", "pick a GGUF variant")
+    return v.main_path, v
+
+
+@click.command("eval")
+@click.argument("model")
+@click.option("--against", "against", metavar="SOURCE",
+              help="The unquantized model (installed, a GGUF file, or a Hugging Face directory): adds its perplexity, "
+                   "the mean KL divergence from it and the top-1 agreement with it, on the same tokens.")
+@click.option("--text", "text_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="UTF-8 text to measure on. Default: the values of the standard library's "
+                   "pydoc_data.topics.topics in sorted key order, joined by a blank line (present offline on "
+                   "every Python install).")
+@click.option("--ctx", type=click.IntRange(8, 1 << 20), default=512, show_default=True,
+              help="Tokens per chunk; the second half of each chunk is scored (llama-perplexity's definition).")
+@click.option("--chunks", type=click.IntRange(0, None), default=24, show_default=True,
+              help="Chunks to evaluate, from the start of the text; 0 for all of it.")
+@click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads (default: the physical cores).")
+@click.option("--no-save", is_flag=True, help="Do not store the result in the index.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_json) -> None:
+    """Measure MODEL's quality here: perplexity, and KL divergence and top-1 agreement against a source.
+
+    Results of an installed MODEL are stored and shown by `localq ls`, `localq show`, the app, and used
+    by `localq recommend` in place of the published tables.
+    """
+    import hashlib
+
+    from localq.cli import open_db, print_json
+    from localq.evaluate import DEFAULT_TEXT_NAME, evaluate
+
+    db = open_db()
+    path, variant = _gguf_to_evaluate(db, model)
+    if path.is_dir():
+        raise LocalqError(f"{path} is a directory", "localq eval measures a GGUF file or an installed GGUF model")
+    source_path = source_variant = None
+    temp_source = None
+    if against:
+        source_path, source_variant = _gguf_to_evaluate(db, against)
+    if text_file is not None:
+        try:
+            text = text_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise LocalqError(f"{text_file} is not UTF-8 text", "give a UTF-8 text file") from exc
+        text_name = text_file.name
+    else:
+        text, text_name = None, DEFAULT_TEXT_NAME
+    try:
+        if source_path is not None and source_path.is_dir():  # an HF directory: measure its F16 conversion
+            from localq.quantize import gguf_convert, output
+
+            temp_source = output.work_path(".gguf")
+            gguf_convert.convert(source_path, temp_source, "f16")
+            source_digest = output.source_digest(source_path)[0]
+            source_path_used = temp_source
+        else:
+            source_digest = None
+            source_path_used = source_path
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), transient=True) as progress:
+            task = progress.add_task("", total=None)
+            result = evaluate(path, against=source_path_used, text=text, text_name=text_name, ctx=ctx,
+                              chunks=chunks or None, threads=threads,
+                              on_progress=lambda d, n: progress.update(task, completed=d, total=n))
+    finally:
+        if temp_source is not None:
+            temp_source.unlink(missing_ok=True)
+    stored = False
+    if variant is not None and not no_save:
+        from localq.store.evaluations import record
+
+        if source_path is not None and source_digest is None:
+            source_digest = (source_variant.files[0].sha256 if source_variant is not None
+                             else hashlib.sha256(source_path.read_bytes()).hexdigest())
+        src = {"ref": source_variant.ref if source_variant else str(source_path), "sha256": source_digest} if against else None
+        record(db, variant.id, result, src)
+        stored = True
+    if as_json:
+        data = result.to_dict()
+        data["stored"] = stored
+        return print_json(data)
+    name = variant.ref if variant else path.name
+    click.echo(f"{name}: perplexity {result.perplexity:.4f} +/- {result.perplexity_stderr:.4f} "
+               f"({result.tokens_scored} tokens scored in {result.chunks} chunks of {result.ctx}, {text_name})")
+    if result.source_perplexity is not None:
+        click.echo(f"  source perplexity {result.source_perplexity:.4f}: {result.ppl_increase * 100:+.2f} %")
+        click.echo(f"  KL divergence {result.kl_divergence:.4f}, top-1 agreement {result.top1_agreement * 100:.1f} %")
+    click.echo(f"  {result.tokens_per_second:.0f} tokens/s on {result.threads} threads")
+    if variant is not None and not stored:
+        click.echo("  not stored (--no-save)")
+    elif variant is None:
+        click.echo("  not stored: MODEL is a file, not an installed model (localq import it first)")
+
+
 def register(cli: click.Group) -> None:
     """Add this module's commands to the ``localq`` group."""
     cli.add_command(convert_command)
     cli.add_command(quantize_command)
+    cli.add_command(eval_command)

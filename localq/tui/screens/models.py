@@ -134,8 +134,11 @@ class ModelsScreen(SectionScreen):
         from localq.store.index import list_variants
 
         try:
+            from localq.store.evaluations import latest_quality
+
             with index_db() as db:
                 variants = list_variants(db)
+                self.qualities = {v.id: q.summary() for v in variants if (q := latest_quality(db, v.id))}
         except Exception as exc:
             report_error(self.app, exc)
             return
@@ -155,7 +158,7 @@ class ModelsScreen(SectionScreen):
             backend = DEFAULT_BACKEND_FOR_FORMAT.get(v.format, "?")
             table.add_row(
                 v.ref, v.quant, v.format, human_size(v.size), BACKEND_LABELS.get(backend, backend),
-                "—", "● loaded" if v.ref in self.loaded else ago(v.last_used), key=str(v.id),
+                getattr(self, "qualities", {}).get(v.id, "—"), "● loaded" if v.ref in self.loaded else ago(v.last_used), key=str(v.id),
             )
         if selected is not None and str(selected.id) in table.rows:
             table.move_cursor(row=table.get_row_index(str(selected.id)))
