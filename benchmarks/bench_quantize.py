@@ -9,7 +9,7 @@ and localq's F16 GGUF of that.
 1. Quantize to Q4_K_M. The reference is llama.cpp's quantizer alone: one
    ``llama_model_quantize`` call on the F16 GGUF, in a fresh process. Against
    it: ``localq quantize F16.gguf --to Q4_K_M`` (quantizer in its child
-   process, log parsing, hashing, storing, indexing) and ``localq quantize
+   process, log parsing, hashing, storing, indexing; its index already made) and ``localq quantize
    HF_DIR --to Q4_K_M`` (the F16 conversion first, then the same). Each runs as
    its own process; rounds alternate the order; the best round of each is
    compared, and each one's peak resident memory (its process tree's largest)
@@ -101,6 +101,7 @@ def main() -> None:
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             env["LOCALQ_HOME"] = str(work / f"home-{r}-{names.index(name)}")
+            subprocess.run(localq + ["ls"], env=env, check=True, capture_output=True)  # index made beforehand
             best[name] = min(best[name], timed(contenders[name](f"{r}{names.index(name)}"), env))
     for name in names:
         env["LOCALQ_HOME"] = str(work / f"home-mem-{names.index(name)}")

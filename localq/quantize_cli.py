@@ -28,6 +28,10 @@ def source_path(ref: str) -> Path:
     found = find(open_db(), ref)
     if not found:
         raise LocalqError(f"{ref!r} is neither a file, a directory nor an installed model", "check the path, or see `localq ls`")
+    if found[0].format == "safetensors":
+        from localq.quantize.output import variant_directory
+
+        return variant_directory(found[0])  # a work directory: convert_to_gguf removes it
     return found[0].main_path
 
 
@@ -66,10 +70,22 @@ def model_name_for(source: str, path: Path, name: str | None) -> str:
 
 def convert_to_gguf(source: str, out_type: str, output: Path | None, name: str | None) -> None:
     """HF directory -> GGUF, into the store (indexed, with provenance) or into ``output``."""
+    path = source_path(source)
+    try:
+        _convert_to_gguf(source, path, out_type, output, name)
+    finally:
+        from localq.paths import get_paths
+
+        if path.parent == get_paths().data / "work":  # a stored safetensors variant, linked for the conversion
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _convert_to_gguf(source: str, path: Path, out_type: str, output: Path | None, name: str | None) -> None:
     from localq.quantize import gguf_convert
     from localq.quantize import output as out
 
-    path = source_path(source)
     planned = gguf_convert.plan(path, out_type)  # refuses what it cannot convert, before any work
     progress, update = _progress_bar(f"converting to {out_type.upper()}")
 
@@ -86,7 +102,8 @@ def convert_to_gguf(source: str, out_type: str, output: Path | None, name: str |
     prov = out.provenance("localq convert", f"gguf-py {out.package_version('gguf')}", path, {"to": f"gguf-{out_type}"})
     model = model_name_for(source, path, name)
     variant = out.make_into_store(open_db(), make, model=model, quant=out_type,
-                                  filename=f"{path.name}-{out_type.upper()}.gguf", prov=prov)
+                                  filename=f"{model.replace(':', '-').replace('/', '-')}-{out_type.upper()}.gguf",
+                                  prov=prov)
     click.echo(f"stored {variant.ref} ({planned.arch.gguf}, {len(planned.tensors)} tensors, "
                f"{variant.size / 1e6:.1f} MB)")
 
@@ -169,13 +186,11 @@ def quantize_command(source, targets, name, threads, allow_requantize, keep_inte
                             on_progress=lambda stage, d, n, w: update(d, n, f"{stage} {w}"))
     if as_json:
         return print_json([{"target": p.target, "ref": p.variant.ref, "size": p.variant.size,
+                            "bits_per_weight": p.bits_per_weight,
                             "seconds": round(p.seconds, 2), "fallbacks": [vars(f) for f in p.fallbacks],
                             "log": str(p.log_path) if p.log_path else None, "notes": p.notes} for p in produced])
-    from localq.gguf_info import read_gguf_info
-
     for p in produced:
-        bpw = read_gguf_info(p.variant.main_path).bits_per_weight if p.variant.format == "gguf" else None
-        detail = f", {bpw:.2f} bits/weight" if bpw else ""
+        detail = f", {p.bits_per_weight:.2f} bits/weight" if p.bits_per_weight else ""
         click.echo(f"stored {p.variant.ref} ({p.variant.size / 1e6:.1f} MB{detail}, {p.seconds:.1f} s)")
         click.echo(f"  {fallback_summary(p.fallbacks)}")
         for note in p.notes:

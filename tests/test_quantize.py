@@ -135,3 +135,23 @@ def test_ctrl_c_mid_quantize_stops_it_and_keeps_nothing(tmp_home, smollm2_f16_gg
     assert proc.returncode == 130
     assert "interrupted; nothing was kept" in err
     store_is_clean()
+
+
+def test_a_stored_safetensors_model_is_a_source_too(tmp_home, smollm2_hf_dir):
+    from localq.store import blobs
+    from localq.store.db import open_index
+    from localq.store.index import FileEntry, add_variant
+
+    db = open_index()
+    files = []
+    for f in sorted(smollm2_hf_dir.iterdir()):
+        sha, _ = blobs.add_file(f)
+        files.append(FileEntry(f.name, sha, f.stat().st_size))
+    add_variant(db, model="smolst", source_kind="hf", quant="f32", format="safetensors", files=files)
+    result = run("quantize", "smolst:f32", "--to", "Q8_0")
+    assert result.exit_code == 0, result.output
+    assert "stored smolst:q8_0" in result.output
+    converted = run("convert", "smolst:f32", "--to", "gguf-f16")
+    assert converted.exit_code == 0, converted.output
+    assert "stored smolst:f16" in converted.output
+    store_is_clean(only={"smolst:f32", "smolst:q8_0", "smolst:f16"})

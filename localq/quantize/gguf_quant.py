@@ -88,6 +88,7 @@ class QuantizeResult:
     seconds: float
     fallbacks: list[Fallback] = field(default_factory=list)
     log: str = ""
+    bits_per_weight: float | None = None  # as llama.cpp reports it
 
 
 def canonical_type(name: str) -> str:
@@ -116,6 +117,91 @@ def check_source(info, qtype: str, allow_requantize: bool) -> None:
     )
 
 
+_BPW_RE = re.compile(r"quant size\s*=\s*([\d.]+) MiB \(([\d.]+) BPW\)")
+
+
+class Quantizer:
+    """One llama.cpp quantization in a child process: started, then told to go (or cancelled), then awaited."""
+
+    def __init__(self, src: Path, dst: Path, qtype: str, *, threads: int | None = None,
+                 allow_requantize: bool = False, log_path: Path | None = None):
+        import json
+
+        import llama_cpp
+
+        from localq.backends.llamacpp import physical_cores
+
+        self.qtype = canonical_type(qtype)
+        self.src, self.dst, self.log_path = Path(src), Path(dst), log_path
+        args = {
+            "src": str(src), "dst": str(dst), "ftype": int(getattr(llama_cpp, QUANT_TYPES[self.qtype])),
+            "threads": int(threads or physical_cores()), "allow_requantize": allow_requantize,
+        }
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "localq.quantize.quant_worker", json.dumps(args)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+                                     text=True, errors="replace", bufsize=1)
+
+    def cancel(self) -> None:
+        """Stop the child and remove what it wrote."""
+        self.proc.kill()
+        self.proc.wait()
+        self.dst.unlink(missing_ok=True)
+
+    def run(self, on_progress: ProgressFn | None = None) -> QuantizeResult:
+        """Let the child quantize, follow its log, and return what it did; ``dst`` is removed on failure."""
+        proc = self.proc
+        log_lines: list[str] = []
+        fallbacks: list[Fallback] = []
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+            for line in proc.stdout:
+                log_lines.append(line)
+                if m := _PROGRESS_RE.match(line):
+                    if on_progress:
+                        on_progress(int(m.group(1)), int(m.group(2)), m.group(3))
+                elif m := _FALLBACK_RE.search(line):
+                    fallbacks.append(Fallback(m.group(1), int(m.group(2)), int(m.group(3)), m.group(4), m.group(5)))
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            self.cancel()
+            raise QuantizeInterrupted(f"quantization to {self.qtype} interrupted; nothing was kept") from None
+        except BaseException:
+            self.cancel()
+            raise
+        finally:
+            log = "".join(log_lines)
+            self._write_log(log)
+        if rc != 0:
+            self.dst.unlink(missing_ok=True)
+            self._raise_failure(log, rc)
+        result = QuantizeResult(self.qtype, time.perf_counter() - self.started, fallbacks, log)
+        if m := _BPW_RE.search(log):
+            result.bits_per_weight = float(m.group(2))
+        return result
+
+    def _write_log(self, log: str) -> None:
+        if self.log_path is None:
+            return
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log_path.write_text(log, encoding="utf-8")
+        except OSError:  # a full disk stops the log too; the error says why
+            self.log_path = None
+
+    def _raise_failure(self, log: str, rc: int) -> None:
+        found = _FAILED_RE.search(log)
+        why = found.group(1).strip() if found else f"the quantizer exited with status {rc}"
+        free = shutil.disk_usage(self.dst.parent).free
+        if "iostream error" in why or free < 1024 * 1024:  # what llama.cpp's writer says when a write fails
+            raise StoreError(f"disk full (or not writable) while quantizing to {self.qtype}: {free / 1e6:.1f} MB free "
+                             f"in {self.dst.parent}", "free some space or move the cache with LOCALQ_HOME")
+        raise LocalqError(f"llama.cpp could not quantize {self.src.name} to {self.qtype}: {why}",
+                          f"its log is {self.log_path}" if self.log_path else None)
+
+
 def quantize_file(
     src: Path,
     dst: Path,
@@ -127,59 +213,5 @@ def quantize_file(
     log_path: Path | None = None,
 ) -> QuantizeResult:
     """Quantize the GGUF ``src`` to ``qtype`` into ``dst`` with llama.cpp; ``dst`` is removed on failure."""
-    import llama_cpp
-
-    from localq.backends.llamacpp import physical_cores
-
-    qtype = canonical_type(qtype)
-    args = {
-        "src": str(src), "dst": str(dst), "ftype": int(getattr(llama_cpp, QUANT_TYPES[qtype])),
-        "threads": int(threads or physical_cores()), "allow_requantize": allow_requantize,
-    }
-    import json
-
-    started = time.perf_counter()
-    log_lines: list[str] = []
-    fallbacks: list[Fallback] = []
-    proc = subprocess.Popen([sys.executable, "-m", "localq.quantize.quant_worker", json.dumps(args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            text=True, errors="replace", bufsize=1)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log_lines.append(line)
-            if m := _PROGRESS_RE.match(line):
-                if on_progress:
-                    on_progress(int(m.group(1)), int(m.group(2)), m.group(3))
-            elif m := _FALLBACK_RE.search(line):
-                fallbacks.append(Fallback(m.group(1), int(m.group(2)), int(m.group(3)), m.group(4), m.group(5)))
-        rc = proc.wait()
-    except KeyboardInterrupt:
-        proc.kill()
-        proc.wait()
-        Path(dst).unlink(missing_ok=True)
-        raise QuantizeInterrupted(f"quantization to {qtype} interrupted; nothing was kept") from None
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        Path(dst).unlink(missing_ok=True)
-        raise
-    finally:
-        log = "".join(log_lines)
-        if log_path is not None:
-            try:
-                log_path.parent.mkdir(parents=True, exist_ok=True)
-                log_path.write_text(log, encoding="utf-8")
-            except OSError:  # a full disk stops the log too; the error below says why
-                log_path = None
-    if rc != 0:
-        Path(dst).unlink(missing_ok=True)
-        found = _FAILED_RE.search(log)
-        why = found.group(1).strip() if found else f"the quantizer exited with status {rc}"
-        free = shutil.disk_usage(Path(dst).parent).free
-        if "iostream error" in why or free < 1024 * 1024:  # what llama.cpp's writer says when a write fails
-            raise StoreError(f"disk full (or not writable) while quantizing to {qtype}: {free / 1e6:.1f} MB free "
-                             f"in {Path(dst).parent}", "free some space or move the cache with LOCALQ_HOME")
-        raise LocalqError(f"llama.cpp could not quantize {Path(src).name} to {qtype}: {why}",
-                          f"its log is {log_path}" if log_path else None)
-    return QuantizeResult(qtype, time.perf_counter() - started, fallbacks, log)
+    return Quantizer(src, dst, qtype, threads=threads, allow_requantize=allow_requantize,
+                     log_path=log_path).run(on_progress)

@@ -12,6 +12,7 @@ them; that intermediate is removed afterwards, or kept in the store as the
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ class Source:
     kind: str            # "hf" (a Hugging Face directory) or "gguf"
     model: str           # the model name results are stored under
     _digest: tuple[str, dict] | None = None
+    temporary: bool = False  # a work directory made for a stored safetensors variant: removed when done
 
     def digest(self) -> tuple[str, dict]:
         if self._digest is None:
@@ -54,6 +56,7 @@ class Produced:
     seconds: float = 0.0
     log_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    bits_per_weight: float | None = None
 
 
 TargetMaker = Callable[[object, Source, list[str], Options, ProgressFn | None], list[Produced]]
@@ -91,33 +94,45 @@ def resolve_source(db, ref: str, name: str | None = None) -> Source:
         raise LocalqError(f"{ref!r} is neither a file, a directory nor an installed model",
                           "check the path, or see `localq ls`")
     v = found[0]
+    if v.format == "safetensors":
+        return Source(output.variant_directory(v), "hf", model or v.model, temporary=True)
     if v.format != "gguf":
-        raise LocalqError(f"{v.ref} is {v.format}, not GGUF", "quantize from a GGUF or a Hugging Face directory")
+        raise LocalqError(f"{v.ref} is {v.format}", "quantize from a GGUF or a Hugging Face safetensors model")
     return Source(v.main_path, "gguf", model or v.model)
 
 
 def quantize(db, source: Source, targets: list[str], options: Options,
              on_progress: ProgressFn | None = None) -> list[Produced]:
     """Make every target from ``source``; checks all targets before making any."""
-    groups: dict[str, tuple[TargetMaker, list[str]]] = {}
-    for target in targets:
-        key, maker = maker_for(target)
-        groups.setdefault(key, (maker, []))[1].append(target)
-    if "gguf" in groups:
-        from localq.quantize.gguf_quant import canonical_type
+    try:
+        groups: dict[str, tuple[TargetMaker, list[str]]] = {}
+        for target in targets:
+            key, maker = maker_for(target)
+            groups.setdefault(key, (maker, []))[1].append(target)
+        if "gguf" in groups:
+            from localq.quantize.gguf_quant import canonical_type
 
-        groups["gguf"] = (make_gguf, list(dict.fromkeys(canonical_type(t) for t in groups["gguf"][1])))
-    produced: list[Produced] = []
-    for maker, names in groups.values():
-        produced.extend(maker(db, source, names, options, on_progress))
-    return produced
+            groups["gguf"] = (make_gguf, list(dict.fromkeys(canonical_type(t) for t in groups["gguf"][1])))
+        produced: list[Produced] = []
+        for maker, names in groups.values():
+            produced.extend(maker(db, source, names, options, on_progress))
+        return produced
+    finally:
+        if source.temporary:
+            import shutil
+
+            shutil.rmtree(source.path, ignore_errors=True)
+
+
+def _file_stem(model: str) -> str:
+    return model.replace(":", "-").replace("/", "-")
 
 
 def _log_path(model: str, qtype: str) -> Path:
     from localq.paths import get_paths
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return get_paths().logs / f"quantize-{model.replace(':', '-').replace('/', '-')}-{qtype}-{stamp}.log"
+    return get_paths().logs / f"quantize-{_file_stem(model)}-{qtype}-{stamp}.log"
 
 
 def make_gguf(db, source: Source, qtypes: list[str], options: Options,
@@ -125,7 +140,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
     """llama.cpp types from a GGUF, or from an HF directory through an F16 intermediate."""
     from localq.gguf_info import read_gguf_info
     from localq.quantize import gguf_convert
-    from localq.quantize.gguf_quant import check_source, quantize_file
+    from localq.quantize.gguf_quant import Quantizer, check_source
 
     intermediate: Path | None = None
     notes: list[str] = []
@@ -140,7 +155,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
             prov = output.provenance("localq quantize", f"gguf-py {output.package_version('gguf')}", source.path,
                                      {"to": "gguf-f16", "intermediate": True}, source.digest())
             kept = output.make_into_store(db, convert, model=source.model, quant="f16",
-                                          filename=f"{source.model}-F16.gguf", prov=prov)
+                                          filename=f"{_file_stem(source.model)}-F16.gguf", prov=prov)
             intermediate = kept.main_path
             notes.append(f"kept the F16 intermediate as {kept.ref}")
         else:
@@ -159,38 +174,60 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
     else:
         gguf_path = source.path
     try:
-        info = read_gguf_info(gguf_path)
-        for qtype in qtypes:
-            check_source(info, qtype, options.allow_requantize)
-        sha, files = source.digest()
-        inter_sha = output.source_digest(gguf_path)[0] if intermediate is not None else None
+        # The source's digest (a file of GBs) is hashed while llama.cpp quantizes.
+        digests: dict = {}
+
+        def hash_sources() -> None:
+            try:
+                digests["source"] = source.digest()
+                digests["intermediate"] = output.source_digest(gguf_path)[0] if intermediate else None
+            except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
+                digests["error"] = exc
+
+        hasher = threading.Thread(target=hash_sources, daemon=True)
+        hasher.start()
         produced = []
+        info = None
         for qtype in qtypes:
             log_path = _log_path(source.model, qtype)
-            result_box = {}
-
-            def make(target: Path, qtype=qtype, log_path=log_path, box=result_box) -> None:
-                box["r"] = quantize_file(gguf_path, target, qtype, threads=options.threads,
-                                         allow_requantize=options.allow_requantize, log_path=log_path,
-                                         on_progress=lambda d, n, w, q=qtype: on_progress and on_progress(q, d, n, w))
-
+            tmp = output.work_path(".gguf")
+            # started first: the child loads llama.cpp while this process reads and checks the source
+            quantizer = Quantizer(gguf_path, tmp, qtype, threads=options.threads,
+                                  allow_requantize=options.allow_requantize, log_path=log_path)
+            try:
+                if info is None:
+                    info = read_gguf_info(gguf_path)
+                    for q in qtypes:
+                        check_source(info, q, options.allow_requantize)
+            except BaseException:
+                quantizer.cancel()
+                raise
             params = {"type": qtype, "threads": options.threads, "allow_requantize": options.allow_requantize,
                       "imatrix": None}
-            if inter_sha:
-                params["intermediate"] = {"format": "gguf-f16", "sha256": inter_sha,
-                                          "kept": options.keep_intermediate}
-            prov = output.provenance("localq quantize", f"llama.cpp (llama-cpp-python {output.package_version('llama-cpp-python')})",
-                                     source.path, params, (sha, files))
-            prov["source_type"] = info.file_type
+            engine = f"llama.cpp (llama-cpp-python {output.package_version('llama-cpp-python')})"
+            prov: dict = {}
+            box: dict = {}
 
-            def make_and_record(target: Path, make=make, prov=prov, box=result_box) -> None:
-                make(target)
-                prov["fallbacks"] = {f.tensor: f.used for f in box["r"].fallbacks}
+            def make(target: Path, quantizer=quantizer, qtype=qtype, params=params, engine=engine, prov=prov,
+                     box=box, source_type=info.file_type) -> None:
+                r = box["r"] = quantizer.run(lambda d, n, w: on_progress and on_progress(qtype, d, n, w))
+                hasher.join()
+                if "error" in digests:
+                    raise digests["error"]
+                if digests.get("intermediate"):
+                    params["intermediate"] = {"format": "gguf-f16", "sha256": digests["intermediate"],
+                                              "kept": options.keep_intermediate}
+                prov.update(output.provenance("localq quantize", engine, source.path, params, digests["source"]))
+                prov["source_type"] = source_type
+                prov["fallbacks"] = {f.tensor: f.used for f in r.fallbacks}
+                prov["bits_per_weight"] = r.bits_per_weight
 
-            variant = output.make_into_store(db, make_and_record, model=source.model, quant=qtype.lower(),
-                                             filename=f"{source.model}-{qtype}.gguf", prov=prov)
-            r = result_box["r"]
-            produced.append(Produced(qtype, variant, r.fallbacks, r.seconds, log_path, list(notes)))
+            variant = output.make_into_store(db, make, model=source.model, quant=qtype.lower(),
+                                             filename=f"{_file_stem(source.model)}-{qtype}.gguf", prov=prov, tmp=tmp,
+                                             known=(info.architecture, info.parameter_count))
+            r = box["r"]
+            produced.append(Produced(qtype, variant, r.fallbacks, r.seconds, log_path, list(notes),
+                                     r.bits_per_weight))
         return produced
     finally:
         if intermediate is not None and not options.keep_intermediate:

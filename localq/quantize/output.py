@@ -77,6 +77,25 @@ def work_path(suffix: str) -> Path:
     return work / f".make-{os.getpid()}-{os.urandom(4).hex()}{suffix}"
 
 
+def variant_directory(variant) -> Path:
+    """A Hugging Face directory for a stored safetensors variant: symlinks to its blobs under their names.
+
+    Made in the work directory; the caller removes it (``shutil.rmtree``) when done.
+    """
+    from localq.store.blobs import blob_path
+
+    folder = work_path("")
+    try:
+        folder.mkdir()
+        for f in variant.files:
+            target = folder / f.relpath
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(blob_path(f.sha256))
+    except OSError as exc:
+        raise blobs.storage_error(exc, "a work directory") from exc
+    return folder
+
+
 def make_into_store(
     db,
     make: Callable[[Path], None],
@@ -87,17 +106,27 @@ def make_into_store(
     prov: dict,
     source_kind: str = "quantized",
     on_hash: Callable[[int, int], None] | None = None,
+    tmp: Path | None = None,
+    known: tuple[str | None, int | None] | None = None,
 ) -> Variant:
-    """Run ``make(tmp_path)``, then store and index the GGUF it wrote under ``model`` / ``quant``."""
-    from localq.gguf_info import read_gguf_info
+    """Run ``make(tmp)``, then store and index the GGUF it wrote under ``model`` / ``quant``.
 
-    tmp = work_path(".gguf")
+    ``tmp`` is a ``work_path`` the caller chose (default: a new one); ``known``
+    gives the output's (architecture, parameter count) when the caller knows
+    them (a quant has its source's), else they are read from the file.
+    """
+    tmp = tmp or work_path(".gguf")
     try:
         try:
             make(tmp)
         except OSError as exc:
             raise blobs.storage_error(exc, f"{model} {quant}") from exc
-        info = read_gguf_info(tmp)
+        if known is None:
+            from localq.gguf_info import read_gguf_info
+
+            info = read_gguf_info(tmp)
+            known = (info.architecture, info.parameter_count)
+        size = tmp.stat().st_size
         sha, _ = blobs.add_file(tmp, move=True, on_progress=on_hash)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -105,8 +134,8 @@ def make_into_store(
     try:
         return add_variant(
             db, model=model, source_kind=source_kind, quant=quant, format="gguf",
-            files=[FileEntry(filename, sha, info.size_bytes)], architecture=info.architecture,
-            parameters=info.parameter_count, source=prov.get("source"), provenance=prov,
+            files=[FileEntry(filename, sha, size)], architecture=known[0],
+            parameters=known[1], source=prov.get("source"), provenance=prov,
         )
     except BaseException:
         if not db.execute("SELECT 1 FROM files WHERE sha256 = ?", [sha]).fetchone():

@@ -4,7 +4,9 @@
 interrupted (Ctrl-C waits for it) nor watched. In a child, the parent reads the
 log it prints on stdout (progress, fallbacks, the cause of a failure) and can
 kill it at once. The JSON argument holds ``src``, ``dst``, ``ftype``,
-``threads`` and ``allow_requantize``. Exit status 0 is success.
+``threads`` and ``allow_requantize``. The child loads llama.cpp, then waits for
+``go`` on stdin, so the parent can start it first and do its own checks while
+the library loads. Exit status 0 is success.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def main(argv: list[str]) -> int:
 
     llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
     llama_cpp.llama_backend_init()
+    if sys.stdin.readline().strip() != "go":
+        return 4  # the parent refused the job or went away
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(args["ftype"])
     params.nthread = int(args["threads"])
