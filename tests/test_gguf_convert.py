@@ -190,3 +190,82 @@ def test_unknown_target_type_is_a_usage_error(smollm2_hf_dir):
     assert result.exit_code == 2 and "gguf-q4" in result.output
     with pytest.raises(LocalqError, match="unknown GGUF output type 'q4'"):
         gguf_convert.plan(smollm2_hf_dir, "q4")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num: int, wire: int, payload: bytes) -> bytes:
+    key = _varint(num << 3 | wire)
+    return key + (_varint(len(payload)) + payload if wire == 2 else payload)
+
+
+def test_sentencepiece_model_pieces_are_read_from_the_protobuf():
+    import struct
+
+    from localq.quantize.hf_tokenizer import read_sentencepiece_model
+
+    def piece(text, score, kind=None):
+        body = _field(1, 2, text.encode()) + _field(2, 5, struct.pack("<f", score))
+        if kind is not None:
+            body += _field(3, 0, _varint(kind))
+        return _field(1, 2, body)
+
+    trainer_spec = _field(2, 2, _field(3, 0, _varint(8000)))  # another field, to be skipped
+    data = piece("<unk>", 0.0, 2) + piece("<s>", 0.0, 3) + piece("▁the", -1.5) + piece("<0x0A>", 0.0, 6) + trainer_spec
+    assert read_sentencepiece_model(data) == [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("▁the", -1.5, 1), ("<0x0A>", 0.0, 6)]
+    with pytest.raises(LocalqError, match="not a SentencePiece model"):
+        read_sentencepiece_model(b"\x0a\xff\xff")
+
+
+def test_qwen2_layout_biases_and_neox_rotary_run_in_llama_cpp_as_in_transformers(smollm2_hf_dir, tmp_path):
+    """SmolLM2's weights relabelled Qwen2 (with Q/K/V biases added): no permutation, biases named as llama.cpp wants."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("llama_cpp")
+    from llama_logits import LlamaLogits
+    from test_gguf_export import mean_kl, sample_text
+
+    src = tmp_path / "qwen2"
+    src.mkdir()
+    for f in smollm2_hf_dir.glob("*.json"):
+        shutil.copy(f, src / f.name)
+    config = json.loads((src / "config.json").read_text())
+    config.update(architectures=["Qwen2ForCausalLM"], model_type="qwen2", use_sliding_window=False)
+    (src / "config.json").write_text(json.dumps(config))
+    tensors = {t.name: t for t in read_header(smollm2_hf_dir / "model.safetensors")}
+    rng = np.random.default_rng(1)
+    biases = {}
+    for i in range(30):
+        for proj, rows in (("q_proj", 576), ("k_proj", 192), ("v_proj", 192)):
+            biases[f"model.layers.{i}.self_attn.{proj}.bias"] = (rng.standard_normal(rows) * 0.1).astype(np.float32)
+    specs = [(n, "F32", t.shape) for n, t in tensors.items()] + [(n, "F32", b.shape) for n, b in biases.items()]
+    write_streaming(src / "model.safetensors", specs, lambda n: biases[n] if n in biases else tensors[n].raw())
+    out = tmp_path / "qwen2-F32.gguf"
+    plan = gguf_convert.convert(src, out, "f32")
+    assert plan.arch.gguf == "qwen2"
+    import gguf
+
+    names = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    assert names["blk.0.attn_q.bias"].tensor_type.name == "F32"
+    # no rotary permutation for qwen2: attn_q is the HF matrix as it is
+    assert np.array_equal(names["blk.0.attn_q.weight"].data, tensors["model.layers.0.self_attn.q_proj.weight"].raw())
+
+    llama = LlamaLogits(out, n_ctx=256)
+    try:
+        tokens = [1] + llama.tokenize(sample_text())[:127]
+        ours = llama.logits(tokens)
+    finally:
+        llama.close()
+    model = transformers.Qwen2ForCausalLM.from_pretrained(src, dtype=torch.float32)
+    with torch.no_grad():
+        ref = model(torch.tensor([tokens])).logits[0].numpy()
+    assert float((ours.argmax(-1) == ref.argmax(-1)).mean()) >= 0.98
+    assert mean_kl(ref, ours) < 1e-3
