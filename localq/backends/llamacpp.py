@@ -288,8 +288,7 @@ class LlamaCppBackend(Backend):
         mark = _LOG.serial
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
-        if not _extra_buffers_safe():
-            mparams.use_extra_bufts = False
+        disable_unrunnable_repacking(mparams)
         if "load_mode" in {f[0] for f in type(mparams)._fields_}:
             mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP
         else:
@@ -328,6 +327,16 @@ class LlamaCppBackend(Backend):
             lib.llama_free(ctx)
             lib.llama_model_free(handle)
             raise
+
+
+def disable_unrunnable_repacking(mparams) -> None:
+    """Keep llama.cpp off its extra CPU buffer types where they would trap (see ``_extra_buffers_safe``).
+
+    Every place that loads a model with llama.cpp (the backend, ``localq eval``'s
+    scorer) calls this on its model parameters.
+    """
+    if not _extra_buffers_safe() and hasattr(mparams, "use_extra_bufts"):
+        mparams.use_extra_bufts = False
 
 
 def _extra_buffers_safe() -> bool:
