@@ -946,6 +946,8 @@ def _index(db, plan: PullPlan, results: list[tuple[str, str]]) -> Variant:
             warning = held.warning or f"asked for {plan.quant.upper()}, the file holds {held.quant.upper()}"
         else:
             warning = held.warning
+    elif plan.format == "mlx":
+        _check_mlx_files(plan, files)
     return add_variant(
         db,
         model=plan.model,
@@ -965,6 +967,19 @@ def _index(db, plan: PullPlan, results: list[tuple[str, str]]) -> Variant:
             **({"quant_warning": warning, "requested_quant": plan.quant} if warning else {}),
         },
     )
+
+
+def _check_mlx_files(plan: PullPlan, files: list[FileEntry]) -> None:
+    """An MLX repository's files, laid out under their names, must be a model directory MLX can load."""
+    from types import SimpleNamespace
+
+    from localq.mlx_info import read_model_dir
+    from localq.store.materialize import materialize
+
+    try:
+        read_model_dir(materialize(SimpleNamespace(files=files, ref=plan.ref)), name=plan.repo_id)
+    except BadModelFile as exc:
+        raise BadModelFile(f"{plan.repo_id} is not a usable MLX model: {exc.message}", exc.hint) from exc
 
 
 def _record_start(db, plan: PullPlan) -> int:

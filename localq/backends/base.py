@@ -77,7 +77,8 @@ class Done:
     then to the end. ``tokens_per_s`` is ``completion_tokens / decode_s``
     exactly. ``completion_tokens`` counts the reply's tokens, not the stop
     token that ended it. ``ttft_s`` is measured from the ``stream`` call to
-    the first generated token (None when none came).
+    the first generated token (None when none came). ``peak_memory_bytes`` is
+    the engine's peak allocation during the reply, when it reports one (MLX).
     """
 
     text: str
@@ -90,6 +91,7 @@ class Done:
     cached_tokens: int = 0
     trimmed_messages: int = 0
     error: str | None = None
+    peak_memory_bytes: int | None = None
 
     @property
     def tokens_per_s(self) -> float:
