@@ -812,7 +812,7 @@ def run_command(model: str, prompt: str | None, as_json: bool, verbose: bool, **
     """Answer PROMPT with MODEL, streaming the reply to stdout.
 
     Without PROMPT the prompt is read from stdin (echo hi | localq run smollm2:135m);
-    with both, the piped text comes first. MODEL is an installed model or a .gguf path.
+    with both, the piped text comes first. MODEL is an installed model, a .gguf path or an MLX model directory.
     """
     import os
 

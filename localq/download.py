@@ -976,9 +976,11 @@ def _check_mlx_files(plan: PullPlan, files: list[FileEntry]) -> None:
     from localq.mlx_info import read_model_dir
     from localq.store.materialize import materialize
 
+    directory = materialize(SimpleNamespace(files=files, ref=plan.ref))
     try:
-        read_model_dir(materialize(SimpleNamespace(files=files, ref=plan.ref)), name=plan.repo_id)
+        read_model_dir(directory, name=plan.repo_id)
     except BadModelFile as exc:
+        shutil.rmtree(directory, ignore_errors=True)
         raise BadModelFile(f"{plan.repo_id} is not a usable MLX model: {exc.message}", exc.hint) from exc
 
 

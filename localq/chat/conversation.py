@@ -18,7 +18,7 @@ from localq.errors import LocalqError, ModelNotFound
 
 def open_session(db, ref: str, options: LoadOptions | None = None, profile=None, *,
                  worker: bool = False) -> Session:
-    """Load the model ``ref`` names (an installed reference or a .gguf path) with the right backend.
+    """Load the model ``ref`` names (an installed reference, a .gguf path or an MLX directory) with the right backend.
 
     ``worker=True`` loads it in a model process (``localq.backends.runner``),
     as the terminal app does: a crash of the engine is then an error, not the
@@ -33,10 +33,13 @@ def open_session(db, ref: str, options: LoadOptions | None = None, profile=None,
         model = expand_path(parsed)
         if not model.exists():
             raise ModelNotFound(f"{model} does not exist", "check the path, or name an installed model (localq ls)")
-        if model.is_dir() or model.suffix.lower() != ".gguf":
-            raise LocalqError(f"{model} is not a .gguf file",
-                              "run GGUF files by path; import other formats first (localq import)")
-        fmt, variant = "gguf", None
+        if model.is_dir() and (model / "config.json").is_file():
+            fmt, variant = "mlx", None          # an MLX (or safetensors) model directory
+        elif model.is_dir() or model.suffix.lower() != ".gguf":
+            raise LocalqError(f"{model} is not a .gguf file or an MLX model directory",
+                              "run a GGUF file or a directory with config.json and model*.safetensors by path")
+        else:
+            fmt, variant = "gguf", None
     else:
         model = variant = resolve(db, parsed)
         fmt = variant.format

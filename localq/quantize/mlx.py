@@ -50,11 +50,13 @@ class MLXQuantResult:
     unquantized: list[str] = field(default_factory=list)   # weight names left in the source dtype
     tool_versions: dict[str, str] = field(default_factory=dict)
     log: str = ""
+    source_warnings: list[str] = field(default_factory=list)   # e.g. a quantized GGUF's compounding error
 
     def warnings(self) -> list[str]:
+        found = list(self.source_warnings)
         if not self.unquantized:
-            return []
-        return [f"{len(self.unquantized)} of {len(self.unquantized) + self.quantized_matrices} weight matrices stay "
+            return found
+        return found + [f"{len(self.unquantized)} of {len(self.unquantized) + self.quantized_matrices} weight matrices stay "
                 f"unquantized: their rows are not a multiple of the group size {self.group_size} "
                 f"(e.g. {self.unquantized[0]}); a smaller --group-size quantizes them"]
 
@@ -126,11 +128,13 @@ def quantize_mlx(source_dir: Path, bits: int, group_size: int, out_dir: Path,
     try:
         with contextlib.redirect_stdout(captured):
             convert(str(source_dir), str(out_dir), quantize=True, q_bits=bits, q_group_size=group_size)
-    except BaseException as exc:
+    except Exception as exc:  # mlx-lm's failures are ValueError, KeyError, RuntimeError ...: all the source's fault
         shutil.rmtree(out_dir, ignore_errors=True)
-        if isinstance(exc, (ValueError, KeyError, FileNotFoundError)):
-            raise LocalqError(f"mlx-lm could not quantize {source_dir.name}: {exc}",
-                              "check that the source is a complete safetensors model") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LocalqError(f"mlx-lm could not quantize {source_dir.name}: {first_line}",
+                          "check that the source is a complete safetensors model") from exc
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
         raise
     for name in SKIPPED_OUTPUT:
         (out_dir / name).unlink(missing_ok=True)
@@ -226,3 +230,109 @@ def quantize_to_store(db, source_dir: Path, target: str, *, model: str, group_si
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return variant, result
+
+
+def quantize_source(db, source: str, target: str, *, group_size: int = DEFAULT_GROUP_SIZE, name: str | None = None,
+                    on_progress: ProgressFn | None = None):
+    """``localq quantize SOURCE --to mlx-...``: SOURCE is a path or an installed model; returns (Variant, result).
+
+    - an HF safetensors directory: quantized as it is, indexed under ``name``
+      (default: made from the directory's name);
+    - an installed safetensors variant: its files, materialized under their
+      names; the quant joins the same model;
+    - a GGUF file or installed GGUF variant: first converted to safetensors
+      (``localq.quantize.gguf_export``) in a temporary directory; when the
+      GGUF is itself quantized, the result carries its rounding error plus
+      MLX's, and the warning says so (``result.source_warnings``).
+    """
+    from localq.importer import check_name, default_name
+    from localq.store.index import find
+
+    target_bits(target)
+    check_group_size(group_size)
+    path = Path(source).expanduser()
+    variant = None
+    if not path.exists():
+        found = find(db, source)
+        if not found:
+            raise LocalqError(f"{source!r} is neither a directory, a GGUF file nor an installed model",
+                              "check the path, or see `localq ls`")
+        variant = found[0]
+    model = check_name(name) if name else (variant.model if variant else default_name(path))
+    catalog_ref = None
+    if variant is not None:
+        row = db.execute("SELECT catalog_ref FROM models WHERE name = ?", [variant.model]).fetchone()
+        catalog_ref = row[0] if row else None
+
+    if variant is not None and variant.format in ("safetensors", "mlx"):
+        from localq.store.materialize import materialize
+
+        files = {f.relpath: f.sha256 for f in variant.files}
+        return quantize_to_store(db, materialize(variant), target, model=model, group_size=group_size,
+                                 source=variant.ref, source_files=files, catalog_ref=catalog_ref,
+                                 on_progress=on_progress)
+    gguf = variant.main_path if variant is not None else path
+    if variant is None and path.is_dir():
+        return quantize_to_store(db, path, target, model=model, group_size=group_size, on_progress=on_progress)
+    if variant is not None and variant.format != "gguf":
+        raise LocalqError(f"{variant.ref} is a {variant.format} model; MLX quantizes safetensors or GGUF sources")
+    return _from_gguf(db, gguf, target, model=model, group_size=group_size, catalog_ref=catalog_ref,
+                      source=variant.ref if variant is not None else str(path), on_progress=on_progress,
+                      sha256=(variant.files[0].sha256 if variant is not None and len(variant.files) == 1 else None))
+
+
+def _from_gguf(db, gguf: Path, target: str, *, model: str, group_size: int, catalog_ref, source: str,
+               on_progress, sha256: str | None):
+    """GGUF -> safetensors (temporary) -> MLX quant, with the compounding warning."""
+    from localq.paths import get_paths
+    from localq.quantize.gguf_export import gguf_to_hf
+    from localq.store import blobs
+
+    data = get_paths().data
+    data.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".gguf-to-hf-", dir=data))
+    try:
+        exported = gguf_to_hf(gguf, work / "hf")
+        digest = sha256 or blobs.sha256_file(Path(gguf))
+        variant, result = quantize_to_store(
+            db, exported.directory, target, model=model, group_size=group_size, source=source,
+            source_files={Path(gguf).name: digest}, catalog_ref=catalog_ref,
+            extra_provenance={"via": f"GGUF -> safetensors ({exported.dtype}) by localq", "source_warnings": exported.warnings},
+            on_progress=on_progress)
+        result.source_warnings = list(exported.warnings)
+        return variant, result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def make_mlx(db, source, targets: list[str], options, on_progress=None) -> list:
+    """The maker ``localq quantize`` dispatches ``mlx-`` targets to (``jobs.register_target``).
+
+    ``source`` is the command's resolved source (an HF directory or a GGUF
+    file, with the model name results go under); ``options.group_size`` is
+    ``--group-size`` (default 64). Every target is checked before any is made.
+    """
+    import time
+
+    from localq.quantize.jobs import Produced
+
+    group_size = check_group_size(getattr(options, "group_size", None) or DEFAULT_GROUP_SIZE)
+    for target in targets:
+        target_bits(target)
+
+    def progress(stage: str, fraction: float, target: str) -> None:
+        if on_progress:
+            on_progress(target, int(fraction * 100), 100, stage)
+
+    produced = []
+    for target in (t.lower() for t in targets):
+        started = time.perf_counter()
+        report = lambda stage, fraction, target=target: progress(stage, fraction, target)  # noqa: E731
+        if source.kind == "hf":
+            variant, result = quantize_to_store(db, source.path, target, model=source.model, group_size=group_size,
+                                                on_progress=report)
+        else:
+            variant, result = _from_gguf(db, source.path, target, model=source.model, group_size=group_size,
+                                         catalog_ref=None, source=str(source.path), on_progress=report, sha256=None)
+        produced.append(Produced(target, variant, [], time.perf_counter() - started, None, result.warnings()))
+    return produced

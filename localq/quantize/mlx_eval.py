@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 from localq.errors import LocalqError
 
 
@@ -116,27 +117,35 @@ def perplexity(model_dir: Path, text: str, n_ctx: int = 512, max_chunks: int | N
     return float(np.exp(nll / count))
 
 
-def evaluate_against_source(quant_dir: Path, source_dir: Path, text: str, n_ctx: int = 512,
-                            max_chunks: int | None = None) -> MLXEvaluation:
-    """Perplexity of the quant and of its source, KL(source || quant) and top-1 agreement, on ``text``.
+@dataclass
+class SourceReference:
+    """The source's next-token log-probabilities on a text, computed once for any number of quants."""
 
-    The source's tokenizer cuts the text; a quant whose vocabulary differs is
-    not a quant of this source, and says so.
-    """
-    import numpy as np
+    name: str
+    n_ctx: int
+    chunks: list[list[int]]
+    logprobs: list            # numpy arrays, one per chunk: scored positions x vocabulary
 
+
+def source_reference(source_dir: Path, text: str, n_ctx: int = 512, max_chunks: int | None = None) -> SourceReference:
+    """Run the unquantized source over ``text``; its tokenizer cuts the text for every quant compared to it."""
     source, tokenizer = load_model(source_dir)
     pieces = chunks(tokens_of(tokenizer, text), n_ctx, _bos(tokenizer), max_chunks)
-    reference = [chunk_logprobs(source, chunk) for chunk in pieces]
-    del source
+    return SourceReference(Path(source_dir).name, n_ctx, pieces, [chunk_logprobs(source, c) for c in pieces])
+
+
+def compare_to_source(quant_dir: Path, reference: SourceReference) -> MLXEvaluation:
+    """Perplexity of the quant and of its source, KL(source || quant) and top-1 agreement."""
+    import numpy as np
+
     quant, _ = load_model(quant_dir)
     nll_q = nll_s = kl = 0.0
     same = count = 0
-    for chunk, ref in zip(pieces, reference):
+    for chunk, ref in zip(reference.chunks, reference.logprobs):
         got = chunk_logprobs(quant, chunk)
         if got.shape != ref.shape:
-            raise LocalqError(f"{Path(quant_dir).name} has a vocabulary of {got.shape[-1]} tokens, its source "
-                              f"{ref.shape[-1]}", "compare a quant with the model it was made from")
+            raise LocalqError(f"{Path(quant_dir).name} has a vocabulary of {got.shape[-1]} tokens, "
+                              f"{reference.name} {ref.shape[-1]}", "compare a quant with the model it was made from")
         targets = np.array(chunk[len(chunk) // 2 + 1:])
         rows = np.arange(len(targets))
         nll_q -= float(got[rows, targets].sum())
@@ -146,5 +155,12 @@ def evaluate_against_source(quant_dir: Path, source_dir: Path, text: str, n_ctx:
         count += len(targets)
     return MLXEvaluation(
         perplexity=float(np.exp(nll_q / count)), source_perplexity=float(np.exp(nll_s / count)),
-        kl_divergence=kl / count, top1_agreement=same / count, scored_tokens=count, chunks=len(pieces), n_ctx=n_ctx,
+        kl_divergence=kl / count, top1_agreement=same / count, scored_tokens=count,
+        chunks=len(reference.chunks), n_ctx=reference.n_ctx,
     )
+
+
+def evaluate_against_source(quant_dir: Path, source_dir: Path, text: str, n_ctx: int = 512,
+                            max_chunks: int | None = None) -> MLXEvaluation:
+    """One quant against its source on ``text`` (``source_reference`` + ``compare_to_source``)."""
+    return compare_to_source(quant_dir, source_reference(source_dir, text, n_ctx, max_chunks))
