@@ -57,63 +57,86 @@ def load_model(model_dir: Path):
     return model, tokenizer
 
 
-def tokens_of(tokenizer, text: str) -> list[int]:
-    return list(tokenizer.encode(text))
+class MLXScorer:
+    """An MLX model directory as a scorer: the logits of a chunk's positions, from an empty cache.
+
+    The same interface as ``localq.evaluate``'s llama.cpp scorer (``tokenize``,
+    ``chunk_logits``, ``n_vocab``, ``add_bos``, ``bos``, ``close``), so one
+    evaluation loop serves both engines.
+    """
+
+    def __init__(self, path: Path, ctx: int | None = None, threads: int | None = None):
+        self.path = Path(path)
+        self.model, self.tokenizer = load_model(self.path)
+        self.bos = getattr(self.tokenizer, "bos_token_id", None)
+        probe = list(self.tokenizer.encode("a"))
+        self.add_bos = self.bos is not None and bool(probe) and probe[0] == self.bos
+        self.n_vocab = None
+        self.n_ctx = ctx
+
+    def tokenize(self, text: str) -> list[int]:
+        """The text's tokens, with BOS when the tokenizer adds one (as llama-perplexity's add_special)."""
+        return list(self.tokenizer.encode(text))
+
+    def chunk_logits(self, tokens: list[int], first: int):
+        """Logits (len(tokens) - first, n_vocab), float32 numpy, of positions ``first..`` of one chunk."""
+        import mlx.core as mx
+        import numpy as np
+        from mlx_lm.models.cache import make_prompt_cache
+
+        logits = self.model(mx.array(tokens)[None], cache=make_prompt_cache(self.model))[0, first:]
+        logits = logits.astype(mx.float32)
+        mx.eval(logits)
+        found = np.array(logits)
+        self.n_vocab = found.shape[-1]
+        return found
+
+    def close(self) -> None:
+        self.model = None
+
+
+def log_softmax(logits):
+    """Row-wise log-probabilities, in float64 for the sums."""
+    import numpy as np
+
+    x = logits.astype(np.float64)
+    x -= x.max(axis=-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return x
 
 
 def chunks(tokens: list[int], n_ctx: int, bos: int | None, max_chunks: int | None = None) -> list[list[int]]:
     """The text's tokens cut into whole chunks of ``n_ctx``, each starting with BOS when there is one."""
-    if n_ctx < 8:
-        raise LocalqError(f"evaluation context {n_ctx} is too small", "use 128 tokens or more")
+    if n_ctx < 8 or n_ctx % 2:
+        raise LocalqError(f"evaluation context {n_ctx} is too small or odd", "use an even context of 8 tokens or more")
     count = len(tokens) // n_ctx
     if max_chunks is not None:
         count = min(count, max_chunks)
     if count == 0:
         raise LocalqError(f"the evaluation text has {len(tokens)} tokens, less than one {n_ctx}-token chunk",
                           "use a longer text or a smaller context")
-    found = []
-    for i in range(count):
-        chunk = tokens[i * n_ctx:(i + 1) * n_ctx]
-        if bos is not None:
-            chunk = [bos] + chunk[1:]
-        found.append(chunk)
-    return found
+    return [([bos] + tokens[i * n_ctx + 1:(i + 1) * n_ctx]) if bos is not None else tokens[i * n_ctx:(i + 1) * n_ctx]
+            for i in range(count)]
 
 
-def chunk_logprobs(model, chunk: list[int]):
-    """Log-probabilities (numpy, float32) of the next token at the scored positions of one chunk."""
-    import mlx.core as mx
-    import numpy as np
-    from mlx_lm.models.cache import make_prompt_cache
-
-    logits = model(mx.array(chunk)[None], cache=make_prompt_cache(model))[0]
+def scored_logprobs(scorer: MLXScorer, chunk: list[int]):
+    """Log-probabilities of the next token at the scored positions (the second half, less the last)."""
     first = len(chunk) // 2
-    scored = logits[first:len(chunk) - 1].astype(mx.float32)
-    logprobs = scored - mx.logsumexp(scored, axis=-1, keepdims=True)
-    mx.eval(logprobs)
-    return np.array(logprobs)
-
-
-def _bos(tokenizer) -> int | None:
-    """BOS when the tokenizer adds one (as llama.cpp's add_bos), else None."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is None:
-        return None
-    probe = list(tokenizer.encode("a"))
-    return bos if probe and probe[0] == bos else None
+    return log_softmax(scorer.chunk_logits(chunk, first)[:-1])
 
 
 def perplexity(model_dir: Path, text: str, n_ctx: int = 512, max_chunks: int | None = None) -> float:
     """The perplexity of the model in ``model_dir`` on ``text``, by llama.cpp's definition."""
     import numpy as np
 
-    model, tokenizer = load_model(model_dir)
+    scorer = MLXScorer(model_dir, n_ctx)
     nll, count = 0.0, 0
-    for chunk in chunks(tokens_of(tokenizer, text), n_ctx, _bos(tokenizer), max_chunks):
-        logprobs = chunk_logprobs(model, chunk)
+    for chunk in chunks(scorer.tokenize(text), n_ctx, scorer.bos if scorer.add_bos else None, max_chunks):
+        logprobs = scored_logprobs(scorer, chunk)
         targets = np.array(chunk[len(chunk) // 2 + 1:])
         nll -= float(logprobs[np.arange(len(targets)), targets].sum())
         count += len(targets)
+    scorer.close()
     return float(np.exp(nll / count))
 
 
@@ -129,20 +152,22 @@ class SourceReference:
 
 def source_reference(source_dir: Path, text: str, n_ctx: int = 512, max_chunks: int | None = None) -> SourceReference:
     """Run the unquantized source over ``text``; its tokenizer cuts the text for every quant compared to it."""
-    source, tokenizer = load_model(source_dir)
-    pieces = chunks(tokens_of(tokenizer, text), n_ctx, _bos(tokenizer), max_chunks)
-    return SourceReference(Path(source_dir).name, n_ctx, pieces, [chunk_logprobs(source, c) for c in pieces])
+    scorer = MLXScorer(source_dir, n_ctx)
+    pieces = chunks(scorer.tokenize(text), n_ctx, scorer.bos if scorer.add_bos else None, max_chunks)
+    reference = SourceReference(Path(source_dir).name, n_ctx, pieces, [scored_logprobs(scorer, c) for c in pieces])
+    scorer.close()
+    return reference
 
 
 def compare_to_source(quant_dir: Path, reference: SourceReference) -> MLXEvaluation:
     """Perplexity of the quant and of its source, KL(source || quant) and top-1 agreement."""
     import numpy as np
 
-    quant, _ = load_model(quant_dir)
+    scorer = MLXScorer(quant_dir, reference.n_ctx)
     nll_q = nll_s = kl = 0.0
     same = count = 0
     for chunk, ref in zip(reference.chunks, reference.logprobs):
-        got = chunk_logprobs(quant, chunk)
+        got = scored_logprobs(scorer, chunk)
         if got.shape != ref.shape:
             raise LocalqError(f"{Path(quant_dir).name} has a vocabulary of {got.shape[-1]} tokens, "
                               f"{reference.name} {ref.shape[-1]}", "compare a quant with the model it was made from")
@@ -153,6 +178,7 @@ def compare_to_source(quant_dir: Path, reference: SourceReference) -> MLXEvaluat
         kl += float((np.exp(ref) * (ref - got)).sum())
         same += int((ref.argmax(-1) == got.argmax(-1)).sum())
         count += len(targets)
+    scorer.close()
     return MLXEvaluation(
         perplexity=float(np.exp(nll_q / count)), source_perplexity=float(np.exp(nll_s / count)),
         kl_divergence=kl / count, top1_agreement=same / count, scored_tokens=count,
@@ -164,3 +190,22 @@ def evaluate_against_source(quant_dir: Path, source_dir: Path, text: str, n_ctx:
                             max_chunks: int | None = None) -> MLXEvaluation:
     """One quant against its source on ``text`` (``source_reference`` + ``compare_to_source``)."""
     return compare_to_source(quant_dir, source_reference(source_dir, text, n_ctx, max_chunks))
+
+
+def record_evaluation(db, variant_id: int, evaluation: MLXEvaluation, dataset: str) -> None:
+    """Store the three metrics in the index's ``evaluations`` table (perplexity with the source's beside it)."""
+    import json
+
+    from localq.store.db import write_transaction
+    from localq.store.migrations import now
+
+    params = json.dumps({"n_ctx": evaluation.n_ctx, "chunks": evaluation.chunks, "engine": "mlx"})
+    rows = [("perplexity", evaluation.perplexity, evaluation.source_perplexity),
+            ("kl_divergence", evaluation.kl_divergence, 0.0),
+            ("top1_agreement", evaluation.top1_agreement, 1.0)]
+    stamp = now()
+    with write_transaction(db):
+        for metric, value, reference in rows:
+            db.execute("INSERT INTO evaluations (variant_id, metric, value, reference_value, dataset, tokens, params,"
+                       " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       [variant_id, metric, value, reference, dataset, evaluation.scored_tokens, params, stamp])
