@@ -121,8 +121,8 @@ def wired_warning(model_bytes: int, recommended: int | None) -> str | None:
     if not recommended or model_bytes <= WIRED_WARNING_SHARE * recommended:
         return None
     return (f"the model takes {model_bytes / GiB:.1f} GiB, close to the {recommended / GiB:.1f} GiB the GPU "
-            "can keep wired; it will run slowly (pick a smaller quant, or raise the limit with "
-            "`sudo sysctl iogpu.wired_limit_mb=...`)")
+            "can keep wired; it will page and run slowly (pick a smaller quant or a shorter context, "
+            "or close other programs)")
 
 
 def compute_in_float32(mx, model) -> None:
