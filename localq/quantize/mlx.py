@@ -334,5 +334,8 @@ def make_mlx(db, source, targets: list[str], options, on_progress=None) -> list:
         else:
             variant, result = _from_gguf(db, source.path, target, model=source.model, group_size=group_size,
                                          catalog_ref=None, source=str(source.path), on_progress=report, sha256=None)
-        produced.append(Produced(target, variant, [], time.perf_counter() - started, None, result.warnings()))
+        made = Produced(target, variant, [], time.perf_counter() - started, None, result.warnings())
+        if hasattr(made, "bits_per_weight"):
+            made.bits_per_weight = round(result.bits_per_weight, 3)
+        produced.append(made)
     return produced

@@ -71,7 +71,8 @@ class MLXScorer:
         self.bos = getattr(self.tokenizer, "bos_token_id", None)
         probe = list(self.tokenizer.encode("a"))
         self.add_bos = self.bos is not None and bool(probe) and probe[0] == self.bos
-        self.n_vocab = None
+        args = getattr(self.model, "args", None)
+        self.n_vocab = getattr(args, "vocab_size", None)
         self.n_ctx = ctx
 
     def tokenize(self, text: str) -> list[int]:
