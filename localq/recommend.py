@@ -157,8 +157,11 @@ EFFICIENCY = {
     ("llamacpp", "vulkan"): 0.5,
     ("llamacpp", "metal"): 0.6,
     ("mlx", "metal"): 0.65,
+    ("mlx", "cpu"): 0.02,   # measured: mlx 0.32's CPU build, SmolLM2-135M mlx-4bit, 1-2 tokens/s on 2 x86 cores
     ("torch_int4", "cuda"): 0.42,
 }
+MLX_ELSEWHERE = ("needs Apple Silicon: MLX runs on its GPU through Metal; here only mlx's CPU build runs, "
+                 "at a small fraction of llama.cpp's speed")
 ASSUMED_CPU_BANDWIDTH_GBPS = 20.0   # dual-channel DDR4, when nothing was measured
 ASSUMED_GPU_BANDWIDTH_GBPS = 300.0  # a modest discrete GPU, when the card's figure is unknown
 INT4_MIN_CC = (8, 0)
@@ -460,6 +463,10 @@ def runtimes(profile: HardwareProfile) -> tuple[list[Runtime], list[str]]:
             rebuild.format("-DGGML_VULKAN=on" if device == "vulkan" else "-DGGML_HIP=on"))
     gpu_named = bool(found)
     add("llamacpp", "cpu", "llama.cpp is the runtime for CPUs" if not gpu_named else "llama.cpp can also run on the CPU")
+    if not profile.apple:
+        # MLX plans are listed, never chosen: mlx's CPU build runs here, but far slower than llama.cpp.
+        found.append(Runtime("mlx", "cpu", len(found), False, "MLX is Apple Silicon's runtime",
+                             MLX_ELSEWHERE))
     return found, assumptions
 
 

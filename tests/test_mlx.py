@@ -372,3 +372,32 @@ def test_materialized_directories_keep_real_names_and_refuse_escapes(tmp_home, t
         materialize(bad)
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".building")]
     shutil.rmtree(target)
+
+
+# --- the recommender ----------------------------------------------------------------------
+
+
+def test_on_apple_silicon_the_recommendation_is_mlx_and_says_why():
+    from recorded_machines import m2_16gb
+
+    from localq.recommend import recommend
+
+    rec = recommend(m2_16gb(), "llama3.2:3b")     # the catalog has its mlx-community quants
+    assert (rec.choice.backend, rec.choice.device) == ("mlx", "metal") and rec.choice.ready
+    assert rec.choice.quant in ("mlx-4bit", "mlx-8bit")
+    assert "MLX is the native runtime on" in rec.reason
+
+
+def test_elsewhere_the_mlx_plans_say_why_they_do_not_run(monkeypatch):
+    from recorded_machines import laptop_8gb
+
+    from localq.probe.profile import BackendInfo
+    from localq.recommend import MLX_ELSEWHERE, recommend
+
+    profile = laptop_8gb()
+    # As on this machine: mlx's CPU build installed, the mlx backend registered.
+    profile.backends["mlx"] = BackendInfo("mlx", True, "cpu", False, "0.32.4", "mlx 0.32.4 on the CPU (mlx[cpu]; slow)")
+    rec = recommend(profile, "llama3.2:3b")
+    mlx_plans = [p for p in rec.plans if p.backend == "mlx"]
+    assert mlx_plans and all(not p.ready and p.setup == MLX_ELSEWHERE for p in mlx_plans)
+    assert rec.choice.backend == "llamacpp"
