@@ -178,6 +178,15 @@ def plan_chunks(n_tokens: int, ctx: int, chunks: int | None) -> int:
     return most if chunks is None else max(1, min(chunks, most))
 
 
+def scorer_for(path: Path, ctx: int, threads: int):
+    """llama.cpp for a GGUF file; MLX (``localq.quantize.mlx_eval.MLXScorer``) for a model directory."""
+    if Path(path).is_dir():
+        from localq.quantize.mlx_eval import MLXScorer
+
+        return MLXScorer(path, ctx, threads)
+    return LlamaScorer(path, ctx, threads)
+
+
 def evaluate(
     model_path: Path,
     *,
@@ -189,18 +198,19 @@ def evaluate(
     threads: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> EvalResult:
-    """Perplexity of a GGUF on ``text`` (default: the pydoc topics), and KL / top-1 against ``against``."""
+    """Perplexity of a GGUF or an MLX directory on ``text`` (default: the pydoc topics), and KL / top-1
+    against ``against`` (of the same engine: a quant against its source)."""
     from localq.backends.llamacpp import physical_cores
 
     text = default_text() if text is None else text
     threads = threads or physical_cores()
-    scorer = LlamaScorer(model_path, ctx, threads)
+    scorer = scorer_for(model_path, ctx, threads)
     source = None
     try:
         tokens = scorer.tokenize(text)
         n_chunks = plan_chunks(len(tokens), ctx, chunks)
         if against is not None:
-            source = LlamaScorer(against, ctx, threads)
+            source = scorer_for(against, ctx, threads)
             if source.n_vocab != scorer.n_vocab or source.tokenize(text) != tokens:
                 raise LocalqError(f"{Path(against).name} has another vocabulary than {Path(model_path).name}",
                                   "compare a quant with the model it was made from")

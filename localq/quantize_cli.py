@@ -157,7 +157,10 @@ def fallback_summary(fallbacks) -> str:
 @click.argument("source")
 @click.option("--to", "targets", required=True, multiple=True,
               help="Target type(s), repeatable or space-separated: llama.cpp's Q2_K, Q3_K_S/M/L, IQ3_S, IQ3_M, IQ4_XS, "
-                   "IQ4_NL, Q4_0, Q4_1, Q4_K_S, Q4_K_M, Q5_0, Q5_1, Q5_K_S, Q5_K_M, Q6_K, Q8_0, F16, BF16, F32.")
+                   "IQ4_NL, Q4_0, Q4_1, Q4_K_S, Q4_K_M, Q5_0, Q5_1, Q5_K_S, Q5_K_M, Q6_K, Q8_0, F16, BF16, F32; "
+                   "MLX's mlx-3bit, mlx-4bit, mlx-6bit, mlx-8bit (with the mlx extra).")
+@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default=None,
+              help="mlx- targets: weights per scale and bias (default 64).")
 @click.option("--name", help="Model name to store the results under (default: the source's model, or its name).")
 @click.option("--threads", type=click.IntRange(1, 1024), help="Threads for the quantizer (default: the physical cores).")
 @click.option("--allow-requantize", is_flag=True,
@@ -166,7 +169,8 @@ def fallback_summary(fallbacks) -> str:
               help="From a Hugging Face directory: keep the F16 GGUF made on the way, as the model's f16 variant.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.argument("more_targets", nargs=-1)
-def quantize_command(source, targets, name, threads, allow_requantize, keep_intermediate, as_json, more_targets) -> None:
+def quantize_command(source, targets, group_size, name, threads, allow_requantize, keep_intermediate, as_json,
+                     more_targets) -> None:
     """Quantize SOURCE (a Hugging Face directory, a GGUF file or an installed model) into the store.
 
     Each result is indexed with its provenance (the source's sha256, the tool and
@@ -182,7 +186,8 @@ def quantize_command(source, targets, name, threads, allow_requantize, keep_inte
     src = resolve_source(db, source, name)
     progress, update = _progress_bar("quantizing")
     with progress:
-        produced = quantize(db, src, wanted, Options(threads, allow_requantize, keep_intermediate),
+        produced = quantize(db, src, wanted, Options(threads, allow_requantize, keep_intermediate,
+                                                     int(group_size) if group_size else None),
                             on_progress=lambda stage, d, n, w: update(d, n, f"{stage} {w}"))
     if as_json:
         return print_json([{"target": p.target, "ref": p.variant.ref, "size": p.variant.size,
@@ -210,8 +215,12 @@ def _gguf_to_evaluate(db, ref: str):
     if not found:
         raise LocalqError(f"{ref!r} is neither a file nor an installed model", "check the path, or see `localq ls`")
     v = found[0]
+    if v.format in ("mlx", "safetensors"):      # measured in MLX, from its files under their names
+        from localq.store.materialize import materialize
+
+        return materialize(v), v
     if v.format != "gguf":
-        raise LocalqError(f"{v.ref} is {v.format}: localq eval measures GGUF models", "pick a GGUF variant")
+        raise LocalqError(f"{v.ref} is {v.format}: localq eval measures GGUF and MLX models", "pick another variant")
     return v.main_path, v
 
 
@@ -244,8 +253,7 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
 
     db = open_db()
     path, variant = _gguf_to_evaluate(db, model)
-    if path.is_dir():
-        raise LocalqError(f"{path} is a directory", "localq eval measures a GGUF file or an installed GGUF model")
+    mlx = path.is_dir()        # an MLX model: measured with mlx against a safetensors source, no GGUF on the way
     source_path = source_variant = None
     temp_source = None
     if against:
@@ -259,7 +267,15 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
     else:
         text, text_name = None, DEFAULT_TEXT_NAME
     try:
-        if source_path is not None and source_path.is_dir():  # an HF directory: measure its F16 conversion
+        if mlx and source_path is not None and not source_path.is_dir():
+            raise LocalqError("an MLX model is measured against its safetensors source (a directory or installed model)",
+                              "give --against the Hugging Face directory it was quantized from")
+        if mlx:
+            from localq.quantize import output
+
+            source_digest = output.source_digest(source_path)[0] if source_path is not None else None
+            source_path_used = source_path
+        elif source_path is not None and source_path.is_dir():  # an HF directory: measure its F16 conversion
             from localq.quantize import gguf_convert, output
 
             temp_source = output.work_path(".gguf")

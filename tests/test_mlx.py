@@ -401,3 +401,30 @@ def test_elsewhere_the_mlx_plans_say_why_they_do_not_run(monkeypatch):
     mlx_plans = [p for p in rec.plans if p.backend == "mlx"]
     assert mlx_plans and all(not p.ready and p.setup == MLX_ELSEWHERE for p in mlx_plans)
     assert rec.choice.backend == "llamacpp"
+
+
+def test_localq_quantize_and_eval_make_and_measure_an_mlx_quant(smollm2_hf_dir, tmp_home):
+    from click.testing import CliRunner
+
+    from localq.cli import cli
+    from localq.store.db import open_index
+    from localq.store.evaluations import latest_quality
+
+    runner = CliRunner()
+    made = runner.invoke(cli, ["quantize", str(smollm2_hf_dir), "--to", "mlx-8bit", "--group-size", "64",
+                               "--name", "smollm2-cli", "--json"])
+    assert made.exit_code == 0, made.output
+    [row] = json.loads(made.output)
+    assert (row["target"], row["ref"]) == ("mlx-8bit", "smollm2-cli:mlx-8bit") and 8.4 < row["bits_per_weight"] < 9.2
+    text = Path(__file__).parent / "fixtures" / "text" / "prose.txt"
+    measured = runner.invoke(cli, ["eval", "smollm2-cli:mlx-8bit", "--against", str(smollm2_hf_dir), "--text", str(text),
+                                   "--ctx", "128", "--chunks", "1", "--json"])
+    assert measured.exit_code == 0, measured.output
+    result = json.loads(measured.output)
+    assert result["stored"] and result["tokens_scored"] == 63
+    assert abs(result["ppl_increase"]) < 0.03 and result["kl_divergence"] < 0.01 and result["top1_agreement"] > 0.9
+    bad = runner.invoke(cli, ["quantize", str(smollm2_hf_dir), "--to", "mlx-5bit"])
+    assert bad.exit_code == 1 and "'mlx-5bit' is not an MLX quantization localq makes" in bad.output
+    db = open_index()
+    assert db.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 1
+    assert latest_quality(db, db.execute("SELECT id FROM variants").fetchone()[0]) is not None

@@ -44,6 +44,7 @@ class Options:
     threads: int | None = None
     allow_requantize: bool = False
     keep_intermediate: bool = False
+    group_size: int | None = None       # mlx- targets: weights per scale and bias (default 64)
 
 
 @dataclass
@@ -66,6 +67,17 @@ _MAKERS: dict[str, TargetMaker] = {}
 def register_target(prefix: str, maker: TargetMaker) -> None:
     """Route targets starting with ``prefix`` (lower case, e.g. ``"mlx-"``) to ``maker``."""
     _MAKERS[prefix] = maker
+
+
+def _make_mlx(db, source: Source, targets: list[str], options: Options,
+              on_progress: ProgressFn | None = None) -> list[Produced]:
+    """mlx- targets: mlx-lm's convert (localq.quantize.mlx), imported only when asked for."""
+    from localq.quantize.mlx import make_mlx
+
+    return make_mlx(db, source, targets, options, on_progress)
+
+
+register_target("mlx-", _make_mlx)
 
 
 def maker_for(target: str) -> tuple[str, TargetMaker]:
