@@ -537,7 +537,11 @@ def recommend_command(model: str, ctx: int | None, prefer: str, as_json: bool) -
         from localq.store.evaluations import measured_deltas
 
         measured = measured_deltas(open_db(), ref.model) or None  # localq eval's figures beat the tables
-    rec = recommend(probe(), spec, ctx, prefer, measured=measured, quants=quants, floor=floor)
+    from localq.calibration import local_speeds
+
+    profile = probe()
+    speeds = local_speeds(profile, spec.name)
+    rec = recommend(profile, spec, ctx, prefer, measured=measured, quants=quants, floor=floor, speeds=speeds)
     if as_json:
         print_json(rec.to_dict())
         return
@@ -550,7 +554,7 @@ def print_recommendation(rec) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from localq.recommend import QUANTS_BY_TAG, size
+    from localq.recommend import QUANTS_BY_TAG, quality_note, size
 
     console = Console()
     console.print(Text(f"{rec.model} at {rec.context} tokens, preferring {rec.prefer}", style="bold"))
@@ -561,15 +565,13 @@ def print_recommendation(rec) -> None:
             table.add_column(column, justify="right" if column in ("MEMORY", "TOKENS/S", "PPL +") else "left")
         for p in rec.plans:
             memory = size(p.total_bytes) + (f" ({size(p.host_bytes)} RAM)" if p.pool == "VRAM+RAM" else "")
-            notes = "; ".join(p.notes + ([f"needs: {p.setup}"] if p.setup else []))
+            speed = [p.speed_source] if p.speed_source == "measured by localq bench" else []
+            notes = "; ".join(speed + p.notes + ([f"needs: {p.setup}"] if p.setup else []))
             table.add_row("->" if p is rec.choice else "", p.backend, QUANTS_BY_TAG[p.quant].label, p.device,
                           memory, "yes" if p.fits else "no", f"{p.tokens_per_second:.1f}",
                           f"{p.ppl_delta:.3f}", Text(notes), style=None if p.fits else "dim")
         console.print(table)
-        measured = sorted({p.quant for p in rec.plans if p.quality_source.startswith("measured")})
-        if measured:
-            console.print(Text(f"quality: measured here by localq eval for {', '.join(measured)}; "
-                               "the published tables for the rest", style="dim"))
+        console.print(Text(quality_note(rec.plans, rec.model), style="dim"))
     for warning in rec.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     for assumption in rec.assumptions:

@@ -181,6 +181,8 @@ VRAM_FREE_MARGIN = 256 * MiB
 COMFORTABLE_TPS = 30.0              # balanced: speed above this buys nothing in chat
 PPL_PER_LOG_SPEED = 1.2             # balanced: perplexity worth a factor e of speed
 SLOW_TPS = 2.0                      # below this, suggest a smaller model
+MARGIN = 0.02                       # balanced: utilities closer than this are a tie (2% of speed)
+BANDWIDTH_NOISE = 0.35              # balanced: how far repeated bandwidth measurements spread (17 vs 23 GB/s)
 ACCEPTABLE_PPL_DELTA = 0.7          # worse than Q3_K_M is not picked unless asked for by name
 
 
@@ -328,6 +330,7 @@ class Plan:
     rank: int
     gpu_layers: int | None = None  # llama.cpp layers on the GPU (None: not llama.cpp on a GPU)
     setup: str = ""
+    speed_source: str = "estimated"  # or "measured by localq bench", "estimated, calibrated from ..."
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -506,15 +509,46 @@ def host_overhead_bytes(spec: ModelSpec) -> int:
     return RUNTIME_BASE + compute_buffer_bytes(spec)
 
 
+@dataclass(frozen=True)
+class Speeds:
+    """What ``localq bench`` measured on this machine (``localq.calibration`` reads it).
+
+    ``measured``: (backend, device, quant) -> decode tokens/s of this model;
+    ``efficiency``: (backend, device) -> the efficiency factor calibrated from
+    this machine's benchmarks, replacing ``EFFICIENCY``'s default; ``benchmarks``:
+    how many benchmarks each factor came from (said in the explanation).
+    """
+
+    measured: dict = field(default_factory=dict)
+    efficiency: dict = field(default_factory=dict)
+    benchmarks: dict = field(default_factory=dict)
+
+
+def _efficiency(key: tuple[str, str], speeds: Speeds | None) -> float:
+    return (speeds.efficiency.get(key) if speeds else None) or EFFICIENCY[key]
+
+
+def _speed_source(key: tuple[str, str], speeds: Speeds | None) -> str:
+    if speeds and key in speeds.efficiency:
+        n = speeds.benchmarks.get(key, 0)
+        return f"estimated with {key[0]}'s efficiency calibrated from {n} benchmark{'s' * (n != 1)} on this machine"
+    return "estimated"
+
+
 def plan(profile: HardwareProfile, spec: ModelSpec, quant: Quant, runtime: Runtime, context: int,
-         measured: dict[str, float] | None = None) -> Plan:
-    """Estimate memory, fit, speed and quality of ``quant`` on ``runtime`` at ``context``."""
+         measured: dict[str, float] | None = None, speeds: Speeds | None = None) -> Plan:
+    """Estimate memory, fit, speed and quality of ``quant`` on ``runtime`` at ``context``.
+
+    With ``speeds``, a decode speed ``localq bench`` measured for this quant on
+    this backend and device replaces the estimate, and calibrated efficiency
+    factors replace the defaults.
+    """
     weights = spec.weight_bytes(quant)
     kv = spec.kv_bytes(context)
     logits = BATCH * spec.vocab_size * 4
     read_weights = spec.read_bytes(quant)
-    efficiency = EFFICIENCY[(runtime.backend, runtime.device)]
-    cpu_rate = _cpu_bandwidth(profile) * 1e9 * EFFICIENCY[("llamacpp", "cpu")]
+    efficiency = _efficiency((runtime.backend, runtime.device), speeds)
+    cpu_rate = _cpu_bandwidth(profile) * 1e9 * _efficiency(("llamacpp", "cpu"), speeds)
     gpu_layers = None
     notes: list[str] = []
 
@@ -571,13 +605,18 @@ def plan(profile: HardwareProfile, spec: ModelSpec, quant: Quant, runtime: Runti
         ppl, source = measured[quant.tag], "measured by localq eval"
     if quant.k_quant and spec.narrow_rows():
         notes.append(f"K-quant falls back (rows of {spec.narrow_rows()[0]})")
+    tps, speed_source = round(1 / seconds, 2), _speed_source((runtime.backend, runtime.device), speeds)
+    bench_tps = speeds.measured.get((runtime.backend, runtime.device, quant.tag)) if speeds else None
+    if bench_tps:
+        tps, speed_source = round(float(bench_tps), 2), "measured by localq bench"
     return Plan(
         backend=runtime.backend, quant=quant.tag, device=device, context=context,
         weights_bytes=weights, kv_cache_bytes=kv, overhead_bytes=overhead,
         gpu_bytes=gpu_bytes, host_bytes=host, pool=pool, budget_bytes=budget,
-        fits=fits, fits_now=fits and fits_now, tokens_per_second=round(1 / seconds, 2),
+        fits=fits, fits_now=fits and fits_now, tokens_per_second=tps,
         ppl_delta=ppl, quality_source=source, ready=runtime.ready, rank=runtime.rank,
         gpu_layers=gpu_layers, setup="" if runtime.ready else runtime.setup, notes=notes,
+        speed_source=speed_source,
     )
 
 
@@ -592,12 +631,12 @@ def offload_plan(profile: HardwareProfile, spec: ModelSpec, context: int) -> Pla
 
 
 def all_plans(profile: HardwareProfile, spec: ModelSpec, context: int, measured=None,
-              quants: Iterable[str] | None = None) -> tuple[list[Plan], list[str]]:
+              quants: Iterable[str] | None = None, speeds: Speeds | None = None) -> tuple[list[Plan], list[str]]:
     """Every candidate plan for the policy's runtimes, and the assumptions made."""
     found, assumptions = runtimes(profile)
     wanted = set(quants) if quants is not None else set(CANDIDATES)
     plans = [
-        plan(profile, spec, quant, runtime, context, measured)
+        plan(profile, spec, quant, runtime, context, measured, speeds)
         for runtime in found
         for quant in QUANTS
         if quant.backend == runtime.backend and quant.tag in wanted
@@ -606,7 +645,11 @@ def all_plans(profile: HardwareProfile, spec: ModelSpec, context: int, measured=
 
 
 def _utility(p: Plan) -> float:
-    return math.log(min(p.tokens_per_second, COMFORTABLE_TPS)) - p.ppl_delta / PPL_PER_LOG_SPEED
+    """Balanced's score. A speed within the bandwidth measurement's spread of the
+    comfortable rate counts as comfortable, so a plan near 30 tokens/s does not win
+    or lose on one measurement's noise (and a measured speed is treated alike)."""
+    speed = min(p.tokens_per_second * (1 + BANDWIDTH_NOISE), COMFORTABLE_TPS)
+    return math.log(speed) - p.ppl_delta / PPL_PER_LOG_SPEED
 
 
 def choose(plans: list[Plan], prefer: str, floor: float = ACCEPTABLE_PPL_DELTA) -> Plan | None:
@@ -626,7 +669,10 @@ def choose(plans: list[Plan], prefer: str, floor: float = ACCEPTABLE_PPL_DELTA) 
     pool = [p for p in fitting if p.rank == best_rank]
     if prefer == "speed":
         return max(pool, key=lambda p: (p.tokens_per_second, -p.ppl_delta))
-    return max(pool, key=lambda p: (round(_utility(p), 6), -p.ppl_delta))
+    # Within MARGIN of the best, plans count as equal and the better quality wins.
+    best = max(_utility(p) for p in pool)
+    close = [p for p in pool if _utility(p) >= best - MARGIN]
+    return min(close, key=lambda p: (round(p.ppl_delta, 4), -p.tokens_per_second))
 
 
 # --- the recommendation ---------------------------------------------------------------
@@ -680,8 +726,11 @@ def _check_measured(measured: dict[str, float] | None) -> dict[str, float]:
 
 def recommend(profile: HardwareProfile, model, context: int | None = None, prefer: str = "balanced",
               measured: dict[str, float] | None = None, quants: Iterable[str] | None = None,
-              floor: float = ACCEPTABLE_PPL_DELTA) -> Recommendation:
+              floor: float = ACCEPTABLE_PPL_DELTA, speeds: Speeds | None = None) -> Recommendation:
     """Recommend how to run ``model`` (a CatalogModel, ModelSpec or ``name:size``) on ``profile``.
+
+    ``speeds`` carries what ``localq bench`` measured here (``localq.calibration``):
+    this model's measured decode speeds and the calibrated efficiency factors.
 
     ``measured`` maps quant tags to perplexity increases localq measured for this
     model (they replace the table's); ``quants`` limits the candidates (a pull
@@ -703,7 +752,7 @@ def recommend(profile: HardwareProfile, model, context: int | None = None, prefe
     if undecidable:
         return Recommendation(spec.name, context, prefer, None, f"cannot decide because {undecidable}", [])
 
-    plans, assumptions = all_plans(profile, spec, context, measured, quants)
+    plans, assumptions = all_plans(profile, spec, context, measured, quants, speeds)
     choice = choose(plans, prefer, floor)
     assumptions += _assumptions(profile, choice)
     plans.sort(key=lambda p: (not p.ready, not p.fits, p is not choice, p.rank, p.ppl_delta))
@@ -712,7 +761,8 @@ def recommend(profile: HardwareProfile, model, context: int | None = None, prefe
     if choice is None:
         rec.largest_context = _largest_context(profile, spec, context, prefer, measured, quants, floor)
     if choice is None or choice.tokens_per_second < SLOW_TPS:
-        rec.smaller_model, rec.smaller_model_plan = _smaller_model(profile, spec, context, prefer)
+        calibrated = Speeds(efficiency=speeds.efficiency, benchmarks=speeds.benchmarks) if speeds else None
+        rec.smaller_model, rec.smaller_model_plan = _smaller_model(profile, spec, context, prefer, calibrated)
     rec.reason = _reason(rec, profile, spec)
     rec.warnings = _warnings(rec, spec)
     return rec
@@ -755,7 +805,7 @@ def _largest_context(profile, spec, context, prefer, measured, quants, floor) ->
     return lo * 256
 
 
-def _smaller_model(profile, spec, context, prefer) -> tuple[str | None, Plan | None]:
+def _smaller_model(profile, spec, context, prefer, speeds=None) -> tuple[str | None, Plan | None]:
     """The largest smaller catalog model with a plan that fits and runs at a usable speed."""
     from localq.catalog import load_catalog
 
@@ -768,7 +818,7 @@ def _smaller_model(profile, spec, context, prefer) -> tuple[str | None, Plan | N
     smaller = sorted((m for m in load_catalog() if m.parameters < spec.parameters), key=kin)
     for model in smaller:
         small = ModelSpec.from_catalog(model)
-        plans, _ = all_plans(profile, small, min(context, small.context_length))
+        plans, _ = all_plans(profile, small, min(context, small.context_length), speeds=speeds)
         choice = choose(plans, prefer)
         if choice and choice.tokens_per_second >= SLOW_TPS:
             return small.name, choice
@@ -819,7 +869,7 @@ def _reason(rec: Recommendation, profile: HardwareProfile, spec: ModelSpec) -> s
     if choice.pool == "VRAM+RAM":
         why = "the model does not fit the GPU's memory, so llama.cpp splits it between GPU and RAM"
     return (f"{choice.label}: {why}, and {QUANTS_BY_TAG[choice.quant].label} is {how} "
-            f"({where}, about {choice.tokens_per_second:.0f} tokens/s, {_quality(choice)}).")
+            f"({where}, about {choice.tokens_per_second:.0f} tokens/s {choice.speed_source}, {_quality(choice)}).")
 
 
 def _need(p: Plan) -> int:
@@ -828,9 +878,38 @@ def _need(p: Plan) -> int:
 
 
 def _quality(p: Plan) -> str:
+    """The expected quality loss, saying whose it is: this model's only when localq measured it."""
     if p.quality_source.startswith("measured"):
-        return f"+{p.ppl_delta:.3f} perplexity as measured"
-    return f"+{p.ppl_delta:.2f} perplexity on Llama-3-8B"
+        return f"+{p.ppl_delta:.3f} perplexity, measured on this model"
+    return f"+{p.ppl_delta:.2f} perplexity {quality_basis(p)}, not on this model"
+
+
+def quality_basis(p: Plan) -> str:
+    """Which model a plan's perplexity figure was measured on, as a phrase: "measured on
+    Llama-3-8B (llama.cpp's quantize table)"; "this model" when localq measured it."""
+    source = p.quality_source
+    if source.startswith("measured"):
+        return "measured on this model"
+    found = re.search(r"\(([^)]*)\)", source)
+    if source.startswith("llama.cpp") and found:
+        return f"measured on {found.group(1)} (llama.cpp's quantize table)"
+    if source.startswith("estimate: "):
+        return "estimated " + source.removeprefix("estimate: ")
+    return source
+
+
+def quality_note(plans: Iterable[Plan], model: str) -> str:
+    """One line for a table's perplexity column: which model each figure was measured on,
+    so a table's "+0.18" is not read as this model's own loss."""
+    groups: dict[str, list[str]] = {}
+    for p in plans:
+        labels = groups.setdefault(quality_basis(p), [])
+        label = QUANTS_BY_TAG[p.quant].label
+        if label not in labels:
+            labels.append(label)
+    parts = [f"{', '.join(labels)}: {basis}" for basis, labels in groups.items()]
+    mine = "" if "measured on this model" in groups else f" (none measured on {model})"
+    return f"PPL + is the perplexity increase{mine}; " + "; ".join(parts)
 
 
 def _warnings(rec: Recommendation, spec: ModelSpec) -> list[str]:

@@ -362,6 +362,14 @@ def test_a_failing_part_becomes_an_unknown_with_its_reason():
 # --- bandwidth ---------------------------------------------------------------
 
 
+def test_bandwidth_is_the_median_of_several_runs():
+    from localq.probe.bandwidth import TIMED_COPIES, summarize
+
+    assert TIMED_COPIES >= 3
+    # one lucky copy (30, 90 GB/s) must not become the machine's bandwidth
+    assert summarize({1: [10.0, 11.0, 30.0], 4: [15.0, 16.0, 17.0, 90.0]}) == 16.5
+
+
 def test_bandwidth_measurement_is_a_positive_rate():
     assert measure_bandwidth(array_bytes=16 * MiB, threads=2) > 0.1
 

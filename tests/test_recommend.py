@@ -277,7 +277,29 @@ def test_a_measured_quality_replaces_the_table():
     rec = recommend(laptop_8gb(), "llama3.1:8b", measured={"q4_0": 0.01})
     assert rec.choice.quant == "q4_0"  # now as good as Q4_K_M by measurement, and faster
     assert rec.choice.quality_source == "measured by localq eval"
-    assert "as measured" in rec.reason
+    assert "measured on this model" in rec.reason
+
+
+def test_the_choice_does_not_flip_on_bandwidth_noise():
+    # Two probes of one laptop measured 17 and 23 GB/s; with no margin the choice
+    # flipped between Q6_K (at 17) and Q8_0 (at 23).
+    choices = {bw: recommend(dataclasses.replace(laptop_8gb(), bandwidth_gbps=bw), "smollm2:360m").choice.quant
+               for bw in (17.0, 20.0, 23.0)}
+    assert len(set(choices.values())) == 1, choices
+
+
+def test_quality_says_which_model_it_was_measured_on():
+    from localq.recommend import quality_note
+
+    rec = recommend(laptop_8gb(), "smollm2:135m")
+    assert rec.choice.quality_source.startswith("llama.cpp quantize table")
+    assert "not on this model" in rec.reason
+    assert "measured on Llama-3-8B" in rec.reason or "measured on Mistral-7B" in rec.reason
+    note = quality_note(rec.plans, rec.model)
+    assert "none measured on smollm2:135m" in note and "Q4_K_M" in note and "Llama-3-8B" in note
+    mine = recommend(laptop_8gb(), "smollm2:135m", measured={"q8_0": 0.05}, quants=["q8_0", "q4_0"])
+    assert "Q8_0: measured on this model" in quality_note(mine.plans, mine.model)
+    assert "none measured" not in quality_note(mine.plans, mine.model)
 
 
 def test_smollm2_warns_that_k_quants_fall_back():
@@ -443,6 +465,8 @@ def test_cli_recommend_table(cli_home):
     assert result.exit_code == 0, result.output
     assert "smollm2:135m at 2048 tokens, preferring speed" in result.output
     assert "->" in result.output and "TOKENS/S" in result.output
+    flat = " ".join(result.output.split())
+    assert "(none measured on smollm2:135m)" in flat and "measured on Llama-3-8B" in flat
 
 
 def test_cli_recommend_named_quant_checks_that_one(cli_home):

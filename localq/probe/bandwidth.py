@@ -4,8 +4,10 @@ Decoding one token reads every weight once, so tokens/s on a CPU is bounded by
 memory bandwidth, and the recommender's speed estimates start from it. The
 measurement copies a 128 MiB array into another (a STREAM-style copy: the
 bytes read plus the bytes written, over the time), with one thread and with
-several (one core rarely saturates a server's memory channels), and keeps the
-best of a few tries. It takes well under a second on an ordinary machine; the
+several (one core rarely saturates a server's memory channels). Each thread
+count is timed several times and gives the median of its runs (one lucky or
+unlucky copy on a busy machine moves a median little, a best-of a lot); the
+result is the better of the medians (``summarize``). It takes well under a second on an ordinary machine; the
 first copy, which also maps the pages, is not counted.
 
 The result is stored per machine (``HardwareProfile.machine_key``) in the
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 
 ARRAY_BYTES = 128 * 2**20
-TIMED_COPIES = 3          # per thread count
+TIMED_COPIES = 5          # per thread count
 MAX_THREADS = 16
 TIME_BUDGET_S = 0.8       # stop early on a slow machine
 
@@ -41,16 +43,15 @@ def measure_bandwidth(array_bytes: int = ARRAY_BYTES, threads: int | None = None
     dst = np.empty_like(src)
     np.copyto(dst, src)  # maps dst's pages; not timed
     moved = 2 * src.nbytes
-    best = 0.0
+    samples: dict[int, list[float]] = {}
 
-    def timed(copy) -> None:
-        nonlocal best
+    def timed(copy, n: int) -> None:
         t = time.perf_counter()
         copy()
-        best = max(best, moved / (time.perf_counter() - t) / 1e9)
+        samples.setdefault(n, []).append(moved / (time.perf_counter() - t) / 1e9)
 
     for _ in range(TIMED_COPIES):
-        timed(lambda: np.copyto(dst, src))
+        timed(lambda: np.copyto(dst, src), 1)
     if threads > 1:
         bounds = [(i * len(src) // threads, (i + 1) * len(src) // threads) for i in range(threads)]
         with ThreadPoolExecutor(threads) as pool:  # numpy releases the GIL while copying
@@ -60,8 +61,15 @@ def measure_bandwidth(array_bytes: int = ARRAY_BYTES, threads: int | None = None
             for _ in range(TIMED_COPIES):
                 if time.perf_counter() - start > TIME_BUDGET_S:
                     break
-                timed(parallel_copy)
-    return round(best, 1)
+                timed(parallel_copy, threads)
+    return summarize(samples)
+
+
+def summarize(samples: dict[int, list[float]]) -> float:
+    """GB/s from timed copies per thread count: the best thread count's median run."""
+    import statistics
+
+    return round(max(statistics.median(runs) for runs in samples.values() if runs), 1)
 
 
 def load_bandwidth(index_db: Path, machine_key: str) -> tuple[float, str] | None:

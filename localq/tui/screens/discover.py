@@ -4,9 +4,10 @@ Left, the catalog (``catalog.search``, as ``localq search``) with the best
 quant for this machine and whether it fits. Right, the selected model's quants
 as ``localq recommend`` sees them (``recommend.recommend`` with the app's
 profile): memory needed, fit (✓ fits, ~ fits but not in what is free right
-now, ✗ too big), estimated tokens/s and expected quality (+PPL: the
-perplexity increase over the unquantized model, on llama.cpp's Llama-3-8B
-scale, or as localq measured it); the recommended row
+now, ✗ too big), estimated (or benchmarked) tokens/s and expected quality (+PPL: the
+perplexity increase over the unquantized model; a line under the table says
+which model each figure was measured on: llama.cpp's table for Llama-3-8B,
+unless localq measured this model); the recommended row
 is marked ★ and the recommender's reason is written under the table. ``p``
 pulls the highlighted quant (or the recommended one from the left list): the
 pull runs in the Downloads section.
@@ -164,6 +165,10 @@ class DiscoverScreen(SectionScreen):
                            human_size(plan.total_bytes), fit_text(plan), f"{plan.tokens_per_second:.0f}",
                            f"+{plan.ppl_delta:.2f}", key=f"{plan.backend}:{plan.quant}")
         lines = [rec.reason] + [f"! {w}" for w in rec.warnings]
+        if rec.plans:
+            from localq.recommend import quality_note
+
+            lines.append(quality_note(rec.plans, model.ref))
         reason.update("\n".join(lines))
 
     def selected_plan(self):
