@@ -45,6 +45,11 @@ class CatalogModel:
     # these; online, the repository's own listing wins.
     gguf_quants: tuple[str, ...] = ()
     gated: bool = False       # source_repo needs a Hub token and an accepted licence
+    # A multimodal model: ``parameters`` is the text decoder's (what decoding reads and
+    # what the recommender sizes), ``vision_parameters`` the vision tower's, and
+    # ``projector`` the file pattern of the vision projector images need beside the model.
+    vision_parameters: int = 0
+    projector: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "gguf_quants", tuple(self.gguf_quants))
@@ -102,7 +107,8 @@ def implied_parameters(model: CatalogModel) -> int:
     and gemma3 add a norm of ``head_dim`` on queries and keys.
 
     The recommender reuses this to estimate weight bytes when only the
-    architecture numbers are known. Vision towers (gemma3:4b) are not counted.
+    architecture numbers are known. Vision towers (gemma3:4b's ``vision_parameters``)
+    are not counted.
     """
     hidden = model.hidden_size
     q_width = model.heads * model.head_dim

@@ -45,6 +45,8 @@ GGUF_REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
 TINY_REPO = "test-org/SmolLM2-tiny-GGUF"
 SOURCE_REPO = "test-org/SmolLM2-135M-Instruct"
 PRIVATE_REPO = "test-org/private-GGUF"
+# MLX quants the test Hub serves (no catalog entry names SmolLM2 MLX repositories)
+MLX_REPOS = {"mlx-4bit": "test-org/SmolLM2-135M-Instruct-mlx-4bit", "mlx-8bit": "test-org/SmolLM2-135M-Instruct-mlx-8bit"}
 PRIVATE_TOKEN = "hf_test_secret_token"
 
 
@@ -629,11 +631,11 @@ def add_test_repos(hub: FakeHub, files: dict[str, Path], catalog_entry=None) -> 
     if catalog_entry is not None:
         hub.add_repo(catalog_entry.gguf_repo, gguf_files)
         hub.add_repo(catalog_entry.source_repo, source)
-        for quant, repo in catalog_entry.mlx_repos.items():
-            bits = int(quant.removeprefix("mlx-").removesuffix("bit"))
-            mlx_config = {**config, "quantization": {"group_size": 64, "bits": bits}}
-            hub.add_repo(repo, {
-                "config.json": json.dumps(mlx_config).encode(),
-                "tokenizer.json": source["tokenizer.json"],
-                "model.safetensors": safetensors_bytes({"w": [float(bits)] * 8}),
-            })
+    for quant, repo in {**MLX_REPOS, **(catalog_entry.mlx_repos if catalog_entry else {})}.items():
+        bits = int(quant.removeprefix("mlx-").removesuffix("bit"))
+        mlx_config = {**config, "quantization": {"group_size": 64, "bits": bits}}
+        hub.add_repo(repo, {
+            "config.json": json.dumps(mlx_config).encode(),
+            "tokenizer.json": source["tokenizer.json"],
+            "model.safetensors": safetensors_bytes({"w": [float(bits)] * 8}),
+        })

@@ -50,11 +50,7 @@ KNOWN_ARCHITECTURES = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"}
 # Published counts must sit within this fraction of implied_parameters().
 PARAMETER_TOLERANCE = 0.06
 # Documented exceptions, each with its reason.
-PARAMETER_TOLERANCE_EXCEPTIONS = {
-    # The published 4.3B includes the SigLIP vision tower and projector (~0.42B),
-    # which implied_parameters() does not count: the text decoder alone is 3.88B.
-    "gemma3:4b": 0.12,
-}
+PARAMETER_TOLERANCE_EXCEPTIONS: dict[str, float] = {}
 
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hub_server import GGUF_REPO, PRIVATE_REPO, PRIVATE_TOKEN, SOURCE_REPO, TINY_REPO
+from hub_server import GGUF_REPO, MLX_REPOS, PRIVATE_REPO, PRIVATE_TOKEN, SOURCE_REPO, TINY_REPO
 
 from localq import hub
 from localq.catalog import find
@@ -140,11 +140,14 @@ def test_safetensors_repository_takes_config_tokenizer_weights_and_index(fake_hu
     assert config.sha256 is None and config.git_oid == fake_hub.file(SOURCE_REPO, "config.json").git_oid
 
 
-def test_catalog_mlx_quant_resolves_to_the_mlx_repository(fake_hub):
-    entry = find("smollm2", "135m")
-    plan = hub.resolve("smollm2:135m-mlx-4bit")
-    assert (plan.repo_id, plan.format, plan.quant) == (entry.mlx_repos["mlx-4bit"], "mlx", "mlx-4bit")
+def test_an_mlx_repository_resolves_as_mlx(fake_hub):
+    # a repository the test Hub serves: the catalog names no SmolLM2 MLX repository,
+    # since none could be confirmed to exist and load in mlx-lm
+    repo = MLX_REPOS["mlx-4bit"]
+    plan = hub.resolve(f"hf.co/{repo}")
+    assert (plan.repo_id, plan.format, plan.quant) == (repo, "mlx", "mlx-4bit")
     assert [f.path for f in plan.files] == ["config.json", "tokenizer.json", "model.safetensors"]
+    assert find("smollm2", "135m").mlx_repos == {}
 
 
 def test_a_named_quant_must_match_the_safetensors_weights(fake_hub):
@@ -161,7 +164,7 @@ def test_a_named_quant_must_match_the_safetensors_weights(fake_hub):
     ("smollm2:99b", ModelNotFound, "smollm2 has no size 99b"),
     ("smollm2:135m-foo-q8_0", InvalidReference, "unknown tag '135m-foo-q8_0' for smollm2: 'foo' is not a size or a quant"),
     ("smollm2:135m-int4-g128", InvalidReference, "int4-g128 variants are not on the Hub: they are made locally from the source weights"),
-    ("smollm2:135m-mlx-6bit", ModelNotFound, "no mlx-6bit repository known for smollm2:135m (MLX quants: mlx-4bit, mlx-8bit)"),
+    ("smollm2:135m-mlx-4bit", ModelNotFound, "no mlx-4bit repository known for smollm2:135m (MLX quants: none)"),
     ("./model.gguf", InvalidReference, "'./model.gguf' is a file, not a model to pull"),
 ])
 def test_references_that_cannot_be_pulled(fake_hub, text, error, message):
