@@ -181,14 +181,37 @@ def file_url(repo_id: str, path: str, revision: str, hub: str | None = None) -> 
 # --- errors ------------------------------------------------------------------
 
 
+def how_to_give_a_token() -> str:
+    """How to give localq a Hub token: HF_TOKEN always works; the ``hf`` login command is
+    named only when the installed huggingface_hub provides it."""
+    from importlib.metadata import entry_points
+
+    login = any(e.name == "hf" and e.value.startswith("huggingface_hub.") for e in entry_points(group="console_scripts"))
+    return "set HF_TOKEN=hf_..." + (" or log in with `hf auth login`" if login else "")
+
+
 def login_error(repo_id: str, status: int | None, hub: str | None = None) -> HubError:
     """The error for 401/403: the repository is private or gated, or the token lacks access."""
     code = f" ({status})" if status else ""
     return HubError(
         f"the Hub refused access to {repo_id}{code}: it is gated or private, or the token cannot read it",
-        f"log in with `hf auth login` or set HF_TOKEN=hf_...; for a gated model, accept its terms at "
-        f"{public_address(hub or endpoint())}/{repo_id}",
+        f"{how_to_give_a_token()}; for a gated model, accept its terms at {public_address(hub or endpoint())}/{repo_id}",
     )
+
+
+def check_gated_access(repo_id: str, gated: bool) -> None:
+    """Before anything is downloaded: a gated repository needs a token (and, on the Hub, the
+    licence accepted by that account). With no token at all the pull would fail on its first
+    file, so it stops here and says what is needed; with one, the Hub decides (401/403 then
+    give ``login_error``)."""
+    from huggingface_hub import get_token
+
+    if gated and not get_token():
+        raise HubError(
+            f"{repo_id} is gated: pulling it needs a Hugging Face token of an account that accepted its licence",
+            f"accept the licence at {public_address(endpoint())}/{repo_id}, then {how_to_give_a_token()} "
+            f"(a read token from {public_address(endpoint())}/settings/tokens)",
+        )
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -432,6 +455,8 @@ def resolve(
     entry, repo_id, quant, model_name = _target(ref)
     try:
         info = _with_retries(lambda: _model_info(repo_id, revision), repo_id, revision=revision)
+        catalog_gated = entry is not None and entry.gated and repo_id == entry.source_repo
+        check_gated_access(repo_id, bool(getattr(info, "gated", False)) or catalog_gated)
         commit = info.sha or revision or "main"
         files, refused = _remote_files(info, repo_id, commit)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:   # a listing huggingface_hub cannot parse

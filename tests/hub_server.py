@@ -117,6 +117,10 @@ class HubRepo:
     files: dict[str, HubFile]
     commit: str
     token: str | None = None   # set: every request needs "Authorization: Bearer <token>"
+    # gated, as meta-llama's: the listing answers anyone; files need the token of an account
+    # that accepted the licence (401 with no token, 403 with another one)
+    gated: bool = False
+    accepted_token: str | None = None
 
 
 @dataclass
@@ -177,10 +181,11 @@ class FakeHub:
         self.head_without_redirect = False                  # answer HEAD on the Hub, redirect only the GET
 
     # setup
-    def add_repo(self, repo_id: str, files: dict[str, Path | bytes | HubFile], token: str | None = None) -> HubRepo:
+    def add_repo(self, repo_id: str, files: dict[str, Path | bytes | HubFile], token: str | None = None,
+                 gated: bool = False) -> HubRepo:
         made = {p: f if isinstance(f, HubFile) else HubFile.make(p, f) for p, f in files.items()}
         commit = hashlib.sha1(repo_id.encode() + b"".join(f.sha256.encode() for f in made.values())).hexdigest()
-        repo = HubRepo(repo_id, made, commit, token)
+        repo = HubRepo(repo_id, made, commit, None if gated else token, gated, token if gated else None)
         self.repos[repo_id] = repo
         return repo
 
@@ -307,11 +312,17 @@ def _make_handler(hub: FakeHub):
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
-        def repo(self, repo_id: str) -> HubRepo | None:
+        def repo(self, repo_id: str, listing: bool = False) -> HubRepo | None:
             repo = hub.repos.get(repo_id)
             if repo is None:
                 self.error(404, "RepoNotFound", f"Repository {repo_id} not found")
                 return None
+            if repo.gated and not listing:
+                auth = self.headers.get("Authorization")
+                if auth != f"Bearer {repo.accepted_token}":
+                    self.error(401 if not auth else 403, "GatedRepo",
+                               f"Access to model {repo_id} is restricted and you are not in the authorized list.")
+                    return None
             if repo.token and self.headers.get("Authorization") != f"Bearer {repo.token}":
                 self.error(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have access to it and be authenticated to access it.")
                 return None
@@ -328,7 +339,7 @@ def _make_handler(hub: FakeHub):
             fault = hub.take_fault("status", "api")
             if fault:
                 return self.error(fault.status, None, f"fault {fault.status}")
-            repo = self.repo(repo_id)
+            repo = self.repo(repo_id, listing=True)
             if repo is None:
                 return
             revision = "main"
@@ -350,7 +361,7 @@ def _make_handler(hub: FakeHub):
             siblings += hub.extra_siblings.get(repo_id, [])
             self.json({
                 "_id": commit[:24], "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0],
-                "sha": commit, "private": bool(repo.token), "gated": False, "disabled": False,
+                "sha": commit, "private": bool(repo.token), "gated": "manual" if repo.gated else False, "disabled": False,
                 "downloads": 0, "likes": 0, "tags": ["gguf"], "lastModified": "2025-01-01T00:00:00.000Z",
                 "createdAt": "2025-01-01T00:00:00.000Z", "siblings": siblings,
             })

@@ -9,11 +9,11 @@ the real files claimed by the server, so fit is judged on real numbers.
 from __future__ import annotations
 
 import pytest
+from recorded_machines import laptop_8gb
 
 from localq import hub
 from localq.catalog import find
 from localq.recommend import recommend_pull
-from recorded_machines import laptop_8gb
 
 QWEN_REPO = "Qwen/Qwen2.5-7B-Instruct-GGUF"
 GB = 10**9
@@ -75,3 +75,113 @@ def test_gemma3_4b_is_sized_as_its_text_model_and_names_its_projector():
     assert gemma.parameters + gemma.vision_parameters == 4_300_079_472       # the published 4.3 B
     assert gemma.projector == "mmproj-*.gguf" and "mmproj-*.gguf" in gemma.description
     assert not find("gemma3", "1b").projector   # text-only
+
+
+# --- gated repositories ------------------------------------------------------------
+
+GATED_REPO = "test-org/gated-SmolLM2-tiny-GGUF"
+ACCEPTED_TOKEN = "hf_accepted_licence_token"
+
+
+@pytest.fixture
+def gated_hub(fake_hub, hub_files, tmp_home):
+    fake_hub.add_repo(GATED_REPO, {"SmolLM2-tiny-Q4_1.gguf": hub_files["tiny"]}, token=ACCEPTED_TOKEN, gated=True)
+    yield fake_hub
+    fake_hub.repos.pop(GATED_REPO, None)
+
+
+def _stored() -> tuple[list, list]:
+    """The index's variants and the files under blobs/ (partial downloads included)."""
+    from localq.paths import get_paths
+    from localq.store.db import open_index
+
+    db = open_index()
+    try:
+        variants = db.execute("SELECT model_id, quant FROM variants ORDER BY id").fetchall()
+    finally:
+        db.conn.close()
+    blobs_dir = get_paths().blobs
+    return variants, sorted(p.name for p in blobs_dir.rglob("*") if p.is_file()) if blobs_dir.exists() else []
+
+
+def _nothing_stored(before) -> bool:
+    return _stored() == before
+
+
+def test_a_gated_pull_with_no_token_says_so_before_downloading(gated_hub):
+    from click.testing import CliRunner
+
+    from localq.cli import cli, open_db
+
+    open_db().conn.close()   # the starter model, indexed by any command
+    before = _stored()
+    result = CliRunner().invoke(cli, ["pull", f"hf.co/{GATED_REPO}:Q4_1"])
+    print(result.output)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {GATED_REPO} is gated: pulling it needs a Hugging Face token")
+    assert "accepted its licence" in result.output and "HF_TOKEN=hf_" in result.output
+    assert f"{gated_hub.endpoint}/{GATED_REPO}" in result.output
+    assert gated_hub.transfers() == []          # not one byte asked for
+    assert not [r for r in gated_hub.requests if "/resolve/" in r[1]]
+    assert _nothing_stored(before)
+
+
+def test_the_login_command_is_named_only_when_installed():
+    from importlib.metadata import entry_points
+
+    from localq.hub import how_to_give_a_token
+
+    installed = any(e.name == "hf" for e in entry_points(group="console_scripts"))
+    assert ("`hf auth login`" in how_to_give_a_token()) == installed
+    assert how_to_give_a_token().startswith("set HF_TOKEN=hf_...")
+
+
+def test_a_gated_pull_whose_token_lacks_the_licence_is_refused(gated_hub, monkeypatch):
+    from click.testing import CliRunner
+
+    from localq.cli import cli
+
+    monkeypatch.setenv("HF_TOKEN", "hf_someone_who_did_not_accept")
+    from localq.cli import open_db
+
+    open_db().conn.close()   # the starter model, indexed by any command
+    before = _stored()
+    result = CliRunner().invoke(cli, ["pull", f"hf.co/{GATED_REPO}:Q4_1"])
+    print(result.output)
+    assert result.exit_code == 1
+    # the token cannot be judged before asking: the Hub's 403 on the first file is the answer
+    assert result.output.splitlines()[-1].startswith(f"error: the Hub refused access to {GATED_REPO} (403)")
+    assert "accept its terms" in result.output
+    assert _nothing_stored(before)
+
+
+def test_a_gated_pull_with_an_accepted_token_downloads(gated_hub, monkeypatch):
+    from click.testing import CliRunner
+
+    from localq.cli import cli
+
+    monkeypatch.setenv("HF_TOKEN", ACCEPTED_TOKEN)
+    from localq.cli import open_db
+
+    open_db().conn.close()   # the starter model, indexed by any command
+    before = _stored()
+    result = CliRunner().invoke(cli, ["pull", f"hf.co/{GATED_REPO}:Q4_1"])
+    assert result.exit_code == 0, result.output
+    assert not _nothing_stored(before)
+
+
+def test_the_catalogs_gated_sources_are_checked_before_downloading(fake_hub, tmp_home):
+    # meta-llama's source repository is gated in the catalog: checked even if a listing does not say so
+    from localq.errors import HubError
+
+    entry = find("llama3.2", "1b")
+    assert entry.gated
+    fake_hub.add_repo(entry.source_repo, {"config.json": b'{"architectures": ["LlamaForCausalLM"]}',
+                                          "model.safetensors": b"x" * 64})
+    try:
+        with pytest.raises(HubError) as caught:
+            hub.resolve(f"hf.co/{entry.source_repo}")
+        assert caught.value.message.startswith(f"{entry.source_repo} is gated")
+        assert fake_hub.transfers() == []
+    finally:
+        fake_hub.repos.pop(entry.source_repo, None)
