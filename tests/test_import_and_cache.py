@@ -233,7 +233,7 @@ def test_reindex_blobs_after_index_is_moved_aside(tmp_home, hub_files):
     assert result.exit_code == 0
     [found] = [v for v in list_variants(open_index()) if any(f.sha256 == sha for f in v.files)]
     assert found.provenance == {"reindexed_blob": sha} and found.main_path.exists()
-    assert found.quant == "q4_1"     # the copy's tensors are Q4_1, whatever its name says
+    assert found.quant == "q8_0"     # the label of the copy's header (its file type), found again
 
 
 def test_full_disk_while_copying_into_the_store(tmp_home, tmp_path):
@@ -305,3 +305,17 @@ def test_space_freed_counts_only_what_removal_gives_back(tmp_home, tmp_path, smo
     assert space_freed(b, [a, b, c]) == (0, False)  # c still uses the blob
     result = run("rm", "a", input="n\n")
     assert "freeing 0 B (hardlinked from elsewhere: that copy stays)?" in result.output
+
+
+def test_a_mistyped_size_names_no_model_and_rm_removes_nothing(tmp_home, smollm2_gguf, monkeypatch):
+    """`rm smollm2:135n -y` (a typo of 135m) once removed smollm2:135m: a tag that is neither a
+    size nor a quant must not fall back to "any size of the family"."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    db = open_index()
+    starter = ensure_starter(db)
+    result = run("rm", "smollm2:135n", "-y")
+    print(result.output)
+    assert result.exit_code == 1 and "not installed" in result.output
+    assert starter.ref in {v.ref for v in list_variants(open_index())}
+    assert resolve(db, "smollm2").id == starter.id           # a bare family name still means any size
+    assert resolve(db, "smollm2:q4_1").id == starter.id      # and so does a family name with a quant

@@ -187,8 +187,9 @@ def find(db, ref: ModelRef | str) -> list[Variant]:
     else:
         name = ref.model
         matches = [v for v in candidates if v.model == name or v.model == ref.format()]
-        if not matches and ref.size is None:
-            # A bare family name ("smollm2") means any installed size of it.
+        if not matches and ref.size is None and ref.tag in (None, ref.quant):
+            # A bare family name ("smollm2", "smollm2:q4_1") means any installed size of it;
+            # a tag that is neither a size nor a quant ("smollm2:135n", a typo) means none.
             matches = [v for v in candidates if v.model.split(":")[0] == ref.name]
         if not matches and ref.tag and not quant:
             matches = [v for v in candidates if v.model == f"{ref.name}:{ref.tag}"]
