@@ -1,0 +1,1 @@
+"""torch INT4 backend (see backend.py)."""
