@@ -1,0 +1,76 @@
+"""Quantize a Hugging Face safetensors model to a localq INT4 checkpoint (``int4-g32/g64/g128``).
+
+Round-to-nearest by default; ``awq=True`` first applies AWQ scales found
+on the calibration text shipped in ``localq/assets/calibration.txt``
+(``localq.quantize.awq``). Embeddings always stay bf16, the output head too
+unless ``head_int4``. The model is read on the CPU in float32 (AWQ needs
+the exact function), one projection quantized at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TARGETS = {"int4-g32": 32, "int4-g64": 64, "int4-g128": 128}
+
+
+def group_of(target: str) -> int:
+    from localq.errors import LocalqError
+
+    if target not in TARGETS:
+        raise LocalqError(f"unknown INT4 target {target!r}", f"use one of {', '.join(TARGETS)}")
+    return TARGETS[target]
+
+
+def calibration_tokens(model_dir: Path, limit: int = 384) -> list[int]:
+    """The calibration text, tokenized by the model's own tokenizer (at most ``limit`` tokens)."""
+    from importlib.resources import files
+
+    from tokenizers import Tokenizer
+
+    text = files("localq").joinpath("assets/calibration.txt").read_text()
+    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    return tok.encode(text, add_special_tokens=False).ids[:limit]
+
+
+def quantize_model_dir(source: Path, out_dir: Path, target: str = "int4-g128", *, awq: bool = False,
+                       head_int4: bool = False, on_progress=None) -> Path:
+    """Write ``out_dir``, a localq INT4 checkpoint of the safetensors model in ``source``."""
+    import json
+
+    import torch
+
+    from localq.backends.torch_int4 import checkpoint, int4
+    from localq.backends.torch_int4.linear import int4_linears
+    from localq.backends.torch_int4.model import load_hf
+
+    group = group_of(target)
+    source = Path(source)
+    model = load_hf(source, "cpu", torch.float32)
+    lins = int4_linears(model, head=head_int4)
+    for name, lin in lins.items():          # refuse before any work
+        int4.check_group(group, lin.in_features, name)
+    alphas = {}
+    if awq:
+        from localq.quantize.awq import apply_awq
+
+        alphas = apply_awq(model, calibration_tokens(source), group)
+    tensors = {}
+    for i, (name, lin) in enumerate(lins.items()):
+        q, s, z = int4.quantize_rtn(lin.weight.data, group)
+        tensors[f"{name}.qweight"] = int4.pack_nibbles(q)
+        tensors[f"{name}.scales"], tensors[f"{name}.zeros"] = s, z
+        lin.weight = None
+        if on_progress:
+            on_progress(i + 1, len(lins), name)
+    for name, p in model.named_parameters():
+        tensors[name] = p.data.to(torch.bfloat16)
+    config = json.loads((source / "config.json").read_text())
+    meta = {
+        "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
+        "layout": checkpoint.LAYOUT, "layout_version": checkpoint.LAYOUT_VERSION,
+        "group_size": group, "head": "int4" if head_int4 else "bf16", "awq": awq,
+        "awq_alphas": alphas, "torch_version": torch.__version__,
+        "source_sha256": checkpoint.source_sha256(source), "source": source.name, "config": config,
+    }
+    return checkpoint.save(out_dir, tensors, meta, source)
