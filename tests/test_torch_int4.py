@@ -52,13 +52,19 @@ def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
 
 @pytest.fixture(scope="session")
 def int4_checkpoints(smollm2_hf_dir: Path, tmp_path_factory) -> dict[tuple[int, bool], Path]:
-    """SmolLM2 quantized at g32 and g64, by round-to-nearest and by AWQ."""
+    """SmolLM2 quantized at g32 and g64 by round-to-nearest, and at g64 by AWQ.
+
+    (SmolLM2's 576-wide rows rule out g128. AWQ at g32 is not compared: the
+    source is the dequantized Q4_1 GGUF, itself a g32 4-bit grid that RTN at
+    g32 reproduces almost exactly, leaving AWQ nothing to win; measured, it
+    chooses alpha = 0 and ties.)
+    """
     from localq.quantize.int4 import quantize_model_dir
 
     root = tmp_path_factory.mktemp("int4")
     return {(g, awq): quantize_model_dir(smollm2_hf_dir, root / f"g{g}-{'awq' if awq else 'rtn'}", f"int4-g{g}",
                                          awq=awq)
-            for g in (32, 64) for awq in (False, True)}
+            for g, awq in ((32, False), (64, False), (64, True))}
 
 
 def test_logits_match_transformers(smollm2_hf_dir: Path):
@@ -92,9 +98,11 @@ def test_int4_quality_and_awq_beats_rtn(smollm2_hf_dir: Path, int4_checkpoints):
     for (g, awq), (ppl, top1) in sorted(rows.items()):
         print(f"  int4-g{g} {'AWQ' if awq else 'RTN'}: perplexity {ppl:.3f} ({ppl / ppl0 - 1:+.2%}), top-1 {top1:.1%}")
     for g in (32, 64):
-        (rtn, rtn_top), (awq, _awq_top) = rows[g, False], rows[g, True]
+        rtn, rtn_top = rows[g, False]
         assert rtn < ppl0 * 1.5 and rtn_top > 0.6          # close to the unquantized model
-        assert awq - ppl0 < rtn - ppl0                     # AWQ loses less perplexity
+    (rtn, rtn_top), (awq, awq_top) = rows[64, False], rows[64, True]
+    assert awq - ppl0 < rtn - ppl0                         # AWQ loses less perplexity than RTN
+    assert awq_top >= rtn_top - 0.01                       # and keeps top-1 agreement
     assert rows[32, False][0] <= rows[64, False][0] * 1.01  # smaller groups, less loss
 
 
@@ -118,7 +126,7 @@ def test_checkpoint_round_trip(smollm2_hf_dir: Path, int4_checkpoints):
 def int4_session(int4_checkpoints):
     from localq.backends.torch_int4 import TorchInt4Backend
 
-    session = TorchInt4Backend().load(int4_checkpoints[32, True], CPU)
+    session = TorchInt4Backend().load(int4_checkpoints[64, True], CPU)
     yield session
     session.close()
 
@@ -136,7 +144,7 @@ def test_greedy_chat_through_session(int4_session, int4_checkpoints):
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == done.text and done.text.strip()
     assert done.ttft_s and done.tokens_per_s > 0
 
-    model, _ = checkpoint.load(int4_checkpoints[32, True], "cpu", "tinygemm-cpu")
+    model, _ = checkpoint.load(int4_checkpoints[64, True], "cpu", "tinygemm-cpu")
     prompt = int4_session.encode_chat(messages)
     dec = Decoder(model, 512)
     logits, ref = dec.prefill(prompt), []

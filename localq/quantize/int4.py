@@ -22,7 +22,7 @@ def group_of(target: str) -> int:
     return TARGETS[target]
 
 
-def calibration_tokens(model_dir: Path, limit: int = 384) -> list[int]:
+def calibration_tokens(model_dir: Path, limit: int = 256) -> list[int]:
     """The calibration text, tokenized by the model's own tokenizer (at most ``limit`` tokens)."""
     from importlib.resources import files
 
