@@ -970,10 +970,6 @@ from localq.quantize_cli import register as _register_quantize_commands  # noqa:
 
 _register_quantize_commands(cli)
 
-from localq.int4_cli import register as _register_int4_commands  # noqa: E402
-
-_register_int4_commands(cli)
-
 
 def main() -> None:
     cli(prog_name="localq")

@@ -158,9 +158,13 @@ def fallback_summary(fallbacks) -> str:
 @click.option("--to", "targets", required=True, multiple=True,
               help="Target type(s), repeatable or space-separated: llama.cpp's Q2_K, Q3_K_S/M/L, IQ3_S, IQ3_M, IQ4_XS, "
                    "IQ4_NL, Q4_0, Q4_1, Q4_K_S, Q4_K_M, Q5_0, Q5_1, Q5_K_S, Q5_K_M, Q6_K, Q8_0, F16, BF16, F32; "
-                   "MLX's mlx-3bit, mlx-4bit, mlx-6bit, mlx-8bit (with the mlx extra).")
+                   "MLX's mlx-3bit, mlx-4bit, mlx-6bit, mlx-8bit (with the mlx extra); "
+                   "torch INT4's int4-g32, int4-g64, int4-g128 (with the torch extra).")
 @click.option("--group-size", type=click.Choice(["32", "64", "128"]), default=None,
               help="mlx- targets: weights per scale and bias (default 64).")
+@click.option("--awq", is_flag=True, help="int4- targets: activation-aware scales from a short calibration text.")
+@click.option("--head", type=click.Choice(["bf16", "int4"]), default="bf16", show_default=True,
+              help="int4- targets: keep the output head in bf16, or quantize it too.")
 @click.option("--name", help="Model name to store the results under (default: the source's model, or its name).")
 @click.option("--threads", type=click.IntRange(1, 1024), help="Threads for the quantizer (default: the physical cores).")
 @click.option("--allow-requantize", is_flag=True,
@@ -169,7 +173,7 @@ def fallback_summary(fallbacks) -> str:
               help="From a Hugging Face directory: keep the F16 GGUF made on the way, as the model's f16 variant.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.argument("more_targets", nargs=-1)
-def quantize_command(source, targets, group_size, name, threads, allow_requantize, keep_intermediate, as_json,
+def quantize_command(source, targets, group_size, awq, head, name, threads, allow_requantize, keep_intermediate, as_json,
                      more_targets) -> None:
     """Quantize SOURCE (a Hugging Face directory, a GGUF file or an installed model) into the store.
 
@@ -187,7 +191,7 @@ def quantize_command(source, targets, group_size, name, threads, allow_requantiz
     progress, update = _progress_bar("quantizing")
     with progress:
         produced = quantize(db, src, wanted, Options(threads, allow_requantize, keep_intermediate,
-                                                     int(group_size) if group_size else None),
+                                                     int(group_size) if group_size else None, awq, head),
                             on_progress=lambda stage, d, n, w: update(d, n, f"{stage} {w}"))
     if as_json:
         return print_json([{"target": p.target, "ref": p.variant.ref, "size": p.variant.size,

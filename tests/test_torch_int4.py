@@ -230,13 +230,33 @@ def test_checkpoint_of_another_layout_is_refused(int4_checkpoints, tmp_path: Pat
     assert words in err.value.message
 
 
-def test_quantize_command(smollm2_hf_dir: Path, tmp_path: Path):
+def test_localq_quantize_int4_stores_a_checkpoint_that_loads_and_chats(smollm2_hf_dir, tmp_home):
+    """`localq quantize DIR --to int4-g32` goes through the shared quantize command into the store;
+    the stored variant loads in the torch INT4 backend and answers."""
+    import json
+
     from click.testing import CliRunner
 
+    from localq.backends.base import GenerationParams, LoadOptions
+    from localq.backends.torch_int4 import TorchInt4Backend
     from localq.cli import cli
+    from localq.store.db import open_index
+    from localq.store.index import find
 
-    bad = CliRunner().invoke(cli, ["quantize", str(smollm2_hf_dir), "--to", "int4-g128", "-o", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "does not divide" in bad.output
-    ok = CliRunner().invoke(cli, ["quantize", str(smollm2_hf_dir), "--to", "int4-g64", "-o", str(tmp_path / "q")])
-    assert ok.exit_code == 0, ok.output
-    assert json.loads((tmp_path / "q" / "localq-int4.json").read_text())["group_size"] == 64
+    made = CliRunner().invoke(cli, ["quantize", str(smollm2_hf_dir), "--to", "int4-g32", "--name", "smollm2-int4",
+                                    "--json"])
+    assert made.exit_code == 0, made.output
+    [row] = json.loads(made.output)
+    assert (row["target"], row["ref"]) == ("int4-g32", "smollm2-int4:int4-g32")
+    [variant] = find(open_index(), "smollm2-int4:int4-g32")
+    assert variant.format == "int4" and variant.provenance["parameters"]["to"] == "int4-g32"
+    assert "localq-int4.json" in {f.relpath for f in variant.files}
+    session = TorchInt4Backend().load(variant, LoadOptions(n_ctx=256, n_gpu_layers=0))   # CPU: eager
+    try:
+        done = session.complete("Hi", GenerationParams(temperature=0.0, max_tokens=4))
+    finally:
+        session.close()
+    assert done.finish_reason in ("stop", "length") and done.completion_tokens >= 1
+    bad = CliRunner().invoke(cli, ["quantize", str(smollm2_hf_dir), "--to", "int4-g128", "--name", "smollm2-int4"])
+    assert bad.exit_code == 1 and "divide" in bad.output, bad.output
+    assert len(find(open_index(), "smollm2-int4")) == 1     # the refused g128 left nothing

@@ -74,3 +74,56 @@ def quantize_model_dir(source: Path, out_dir: Path, target: str = "int4-g128", *
         "source_sha256": checkpoint.source_sha256(source), "source": source.name, "config": config,
     }
     return checkpoint.save(out_dir, tensors, meta, source)
+
+
+def make_int4(db, source, targets: list[str], options, on_progress=None) -> list:
+    """The maker ``localq quantize`` dispatches ``int4-`` targets to (``jobs.register_target``).
+
+    ``source`` is an HF safetensors directory, or a GGUF, first written out as
+    one (with the warning that quantizing a quantized model again compounds its
+    error). Each checkpoint is stored as an ``int4`` variant of the source's
+    model, with its provenance; nothing stays behind on failure.
+    """
+    import shutil
+    import time
+
+    from localq.quantize import output
+    from localq.quantize.jobs import Produced
+
+    for target in targets:
+        group_of(target.lower())
+    head = getattr(options, "head", "bf16")
+    awq = bool(getattr(options, "awq", False))
+    notes: list[str] = []
+    hf_dir, temporary = source.path, None
+    if source.kind != "hf":
+        from localq.quantize.gguf_export import gguf_to_hf
+
+        temporary = output.work_path("")
+        result = gguf_to_hf(source.path, temporary)
+        notes.extend(getattr(result, "warnings", []) or [])
+        hf_dir = temporary
+    produced = []
+    try:
+        for target in (t.lower() for t in targets):
+            started = time.perf_counter()
+
+            def make(folder: Path, target=target) -> None:
+                quantize_model_dir(hf_dir, folder, target, awq=awq, head_int4=head == "int4",
+                                   on_progress=lambda d, n, w: on_progress and on_progress(target, d, n, w))
+
+            prov = output.provenance("localq quantize", f"torch {_torch_version()}", source.path,
+                                     {"to": target, "awq": awq, "head": head}, source.digest())
+            variant = output.make_directory_into_store(db, make, model=source.model, quant=target, fmt="int4",
+                                                       prov=prov)
+            produced.append(Produced(target, variant, [], time.perf_counter() - started, None, list(notes)))
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    return produced
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__

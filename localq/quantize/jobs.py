@@ -45,6 +45,8 @@ class Options:
     allow_requantize: bool = False
     keep_intermediate: bool = False
     group_size: int | None = None       # mlx- targets: weights per scale and bias (default 64)
+    awq: bool = False                   # int4- targets: activation-aware scales
+    head: str = "bf16"                  # int4- targets: keep the output head in bf16, or "int4"
 
 
 @dataclass
@@ -78,6 +80,17 @@ def _make_mlx(db, source: Source, targets: list[str], options: Options,
 
 
 register_target("mlx-", _make_mlx)
+
+
+def _make_int4(db, source: Source, targets: list[str], options: Options,
+               on_progress: ProgressFn | None = None) -> list[Produced]:
+    """int4- targets: localq's INT4 checkpoint for the torch backend (localq.quantize.int4)."""
+    from localq.quantize.int4 import make_int4
+
+    return make_int4(db, source, targets, options, on_progress)
+
+
+register_target("int4-", _make_int4)
 
 
 def maker_for(target: str) -> tuple[str, TargetMaker]:

@@ -143,6 +143,49 @@ def make_into_store(
         raise
 
 
+def make_directory_into_store(
+    db,
+    make: Callable[[Path], None],
+    *,
+    model: str,
+    quant: str,
+    fmt: str,
+    prov: dict,
+    architecture: str | None = None,
+) -> Variant:
+    """Run ``make(folder)``, then store every file it wrote there and index them as one variant.
+
+    For outputs that are directories (an INT4 checkpoint: safetensors, metadata,
+    tokenizer files). The files keep their relative names in the index; on any
+    failure the work folder and the blobs no variant references are removed.
+    """
+    import shutil
+
+    folder = work_path("")
+    added: list[str] = []
+    try:
+        try:
+            make(folder)
+            entries = []
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                existed = blobs.blob_path(blobs.sha256_file(path)).exists()
+                sha, _ = blobs.add_file(path, move=True)
+                if not existed:
+                    added.append(sha)
+                entries.append(FileEntry(path.relative_to(folder).as_posix(), sha, blobs.blob_path(sha).stat().st_size))
+        except OSError as exc:
+            raise blobs.storage_error(exc, f"{model} {quant}") from exc
+        return add_variant(db, model=model, source_kind="quantized", quant=quant, format=fmt, files=entries,
+                           architecture=architecture, source=prov.get("source"), provenance=prov)
+    except BaseException:
+        for sha in added:
+            if not db.execute("SELECT 1 FROM files WHERE sha256 = ?", [sha]).fetchone():
+                blobs.remove(sha)
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_outside_store(make: Callable[[Path], None], out: Path) -> Path:
     """Run ``make`` into ``out`` (a user-given file), via a temporary name beside it."""
     out = Path(out)

@@ -80,6 +80,10 @@ def load_session(model, options: LoadOptions, profile=None) -> TorchInt4Session:
     from localq.backends.torch_int4.tokenizer import ModelTokenizer
 
     path, record = model_path_of(model)
+    if hasattr(model, "files"):     # a stored variant: its files under their real names, in one directory
+        from localq.store.materialize import materialize
+
+        path = materialize(model)
     model_dir = model_dir_of(path)
     cfg = read_config(model_dir)
     options.validate(cfg.max_position)
