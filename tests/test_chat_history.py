@@ -9,7 +9,7 @@ import pytest
 
 from localq.backends.base import Done, GenerationParams, TextDelta
 from localq.chat.history import Chat, Message, export_chat, list_chats, load_chat, make_title, save_turn
-from localq.errors import LocalqError
+from localq.errors import IndexDatabaseError, LocalqError
 
 
 @pytest.fixture
@@ -59,7 +59,8 @@ def test_list_chats_newest_first_with_message_counts(db):
 
 def test_a_failed_write_leaves_nothing(db):
     chat = Chat(model="m")
-    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL constraint failed: messages.content"):
+    # The index's refusal is one line (IndexDatabaseError), naming the constraint that failed.
+    with pytest.raises(IndexDatabaseError, match="NOT NULL constraint failed: messages.content"):
         save_turn(db, chat, [Message("user", "hi"), Message("robot", None)])   # the second row fails
     assert count(db, "chats") == 0 and count(db, "messages") == 0
 

@@ -128,7 +128,8 @@ def test_eval_stores_and_ls_show_recommend_use_it(tmp_home, quants):
     assert plans["q2_k"]["ppl_delta"] == pytest.approx(measured["perplexity"] - measured["source_perplexity"])
     assert all(p["quality_source"] != "measured by localq eval" for q, p in plans.items() if q != "q2_k")
     human = " ".join(run("recommend", "smollm2:135m").output.split())
-    assert "measured here by localq eval for q2_k; the published tables for the rest" in human
+    assert "Q2_K: measured on this model" in human          # the one quant localq measured
+    assert "(none measured on" not in human
 
 
 def test_text_too_short_is_one_line(tmp_home, smollm2_gguf, tmp_path):
