@@ -390,6 +390,16 @@ class Session(ABC):
         if self._closed:
             raise BackendError("this model session is closed", "load the model again")
 
+    def _checked_prompt(self, prompt_tokens: Sequence[int]) -> list[int]:
+        """The prompt as a list; refused when it is empty or fills the context (every backend's ``generate``)."""
+        prompt = list(prompt_tokens)
+        if not prompt:
+            raise LocalqError("the prompt is empty")
+        if len(prompt) >= self.n_ctx:
+            raise LocalqError(f"the prompt takes {len(prompt)} tokens; the context holds {self.n_ctx}",
+                              "shorten the prompt, or load the model with a larger context (--ctx)")
+        return prompt
+
     def __enter__(self) -> Session:
         return self
 

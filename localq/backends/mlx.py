@@ -313,12 +313,7 @@ class MLXSession(Session):
                  started: float | None = None) -> Iterator:
         started = time.perf_counter() if started is None else started
         self._check_open()
-        prompt = list(prompt_tokens)
-        if not prompt:
-            raise LocalqError("the prompt is empty")
-        if len(prompt) >= self.n_ctx:
-            raise LocalqError(f"the prompt takes {len(prompt)} tokens; the context holds {self.n_ctx}",
-                              "shorten the prompt, or load the model with a larger context (--ctx)")
+        prompt = self._checked_prompt(prompt_tokens)
         if not self._busy.acquire(blocking=False):
             raise BackendError("this model is already writing a reply", "wait for it, or cancel it")
         mx = self._mx
