@@ -142,13 +142,3 @@ def prune(db, plan: PrunePlan) -> int:
                 lock.release()
     return freed
 
-
-def human_size(n: float | None) -> str:
-    """Bytes as a short human string: 98.4 MB, 4.9 GB."""
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"

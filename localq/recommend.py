@@ -60,13 +60,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
+from localq.defaults import DEFAULT_CONTEXT, MIN_CONTEXT
 from localq.errors import LocalqError, ModelNotFound
 from localq.probe.profile import GpuInfo, HardwareProfile, validate
+from localq.units import size
 
 GiB = 2**30
 MiB = 2**20
-DEFAULT_CONTEXT = 4096
-MIN_CONTEXT = 256
 PREFERENCES = ("quality", "balanced", "speed")
 
 # --- the quantization table ---------------------------------------------------
@@ -250,9 +250,9 @@ class ModelSpec:
         if self.parameters > 10**13 or self.context_length > 2**24 or self.layers > 10_000:
             raise LocalqError(f"bad model numbers for {self.name}: absurdly large",
                               f"parameters {self.parameters}, context {self.context_length}, layers {self.layers}")
-        for tag, size in self.file_sizes.items():
-            if size <= 0:
-                raise LocalqError(f"bad model numbers for {self.name}: the {tag} file size is {size}")
+        for tag, nbytes in self.file_sizes.items():
+            if nbytes <= 0:
+                raise LocalqError(f"bad model numbers for {self.name}: the {tag} file size is {nbytes}")
 
     @property
     def embedding_parameters(self) -> int:
@@ -334,8 +334,9 @@ class Plan:
     @property
     def label(self) -> str:
         quant = QUANTS_BY_TAG[self.quant].label
-        name = {"llamacpp": "llama.cpp", "mlx": "MLX", "torch_int4": "torch INT4"}[self.backend]
-        return f"{quant} on {name} ({self.device})"
+        from localq.backends import backend_label
+
+        return f"{quant} on {backend_label(self.backend)} ({self.device})"
 
 
 @dataclass
@@ -766,11 +767,6 @@ def _smaller_model(profile, spec, context, prefer) -> tuple[str | None, Plan | N
         if choice and choice.tokens_per_second >= SLOW_TPS:
             return small.name, choice
     return None, None
-
-
-def size(n: int) -> str:
-    """Bytes as people read memory sizes: 5.6 GiB, 320 MiB."""
-    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
 
 
 def _reason(rec: Recommendation, profile: HardwareProfile, spec: ModelSpec) -> str:

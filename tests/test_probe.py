@@ -124,7 +124,7 @@ def test_meminfo_in_bytes():
 
 
 def test_meminfo_without_memavailable_estimates_it():
-    text = "\n".join(l for l in read("epyc-2c-proc-meminfo.txt").splitlines() if not l.startswith("MemAvailable"))
+    text = "\n".join(line for line in read("epyc-2c-proc-meminfo.txt").splitlines() if not line.startswith("MemAvailable"))
     assert parse_meminfo(text).available == (23634112 + 4588 + 457832) * KB
 
 
@@ -455,5 +455,6 @@ def test_cli_probe_tables(live_home):
     result = CliRunner().invoke(cli, ["probe"])
     assert result.exit_code == 0, result.output
     assert "localq probe" in result.output
-    assert "bandwidth" in result.output and "backends" in result.output
+    for block in ("CPU", "Memory", "bandwidth", "Backends"):  # the Hardware screen's blocks (localq.views.machine)
+        assert block in result.output, block
     assert "localq[" in result.output or "llama-cpp-python" in result.output  # brackets survive rich markup

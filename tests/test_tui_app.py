@@ -17,10 +17,10 @@ def section_key(key: str) -> str:
 
 
 def test_machine_summary_of_modelled_machines():
-    assert machine_summary(laptop_8gb()) == "Intel Core i5-8250U 8c AVX2 · 8 GB · no GPU · llama.cpp ✓ mlx ✗ torch ✗"
-    assert machine_summary(pi5_8gb()) == "Cortex-A76 4c dotprod · 8 GB · no GPU · llama.cpp ✓ mlx ✗ torch ✗"
-    assert machine_summary(m2_16gb()).startswith("Apple M2 8c i8mm · 16 GB · 10-core GPU (unified) · ")
-    assert "mlx(metal) ✓" in machine_summary(m2_16gb())
+    assert machine_summary(laptop_8gb()) == "Intel Core i5-8250U 8c AVX2 · 8 GiB · no GPU · llama.cpp ✓ MLX ✗ torch INT4 ✗"
+    assert machine_summary(pi5_8gb()) == "Cortex-A76 4c dotprod · 8 GiB · no GPU · llama.cpp ✓ MLX ✗ torch INT4 ✗"
+    assert machine_summary(m2_16gb()).startswith("Apple M2 8c i8mm · 16 GiB · 10-core GPU (unified) · ")
+    assert "MLX(metal) ✓" in machine_summary(m2_16gb())
     assert machine_summary(None) == "probing this machine…"
 
 
@@ -42,7 +42,7 @@ async def test_shell_navigation_help_palette_and_theme(tmp_home):
         text = screen_text(app)
         assert type(app.screen).__name__ == "ModelsScreen"
         assert "localq ─ Models" in text
-        assert "Intel Core i5-8250U 8c AVX2 · 8 GB · no GPU" in text
+        assert "Intel Core i5-8250U 8c AVX2 · 8 GiB · no GPU" in text
         for number, section in enumerate(SECTIONS, start=1):
             assert f"{number} {section.title}" in text
 

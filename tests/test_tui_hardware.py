@@ -36,7 +36,7 @@ async def test_hardware_screen_shows_the_profile(tmp_home):
         await settle(pilot)
         text = screen_text(app)
         assert "NEON FP16 BF16" in text and "dotprod i8mm" in text
-        assert "Cortex-A76 4c dotprod · 8 GB · no GPU" in text
+        assert "Cortex-A76 4c dotprod · 8 GiB · no GPU" in text
         assert "none found" in text  # no GPU
 
         # r probes this machine for real, in a worker.
@@ -55,7 +55,7 @@ async def test_first_start_welcome_offers_starter_and_pulls(tmp_home):
         text = screen_text(app)
         assert "Welcome to localq" in text
         assert "chat with smollm2:135m now" in text
-        assert "Intel Core i5-8250U 8c AVX2 · 8 GB · no GPU" in text
+        assert "Intel Core i5-8250U 8c AVX2 · 8 GiB · no GPU" in text
         pulls = app.screen.query_one("#welcome-pulls")
         offered = [pulls.get_option_at_index(i).id for i in range(pulls.option_count)]
         assert offered and all(ref.count(":") == 1 and "-q" in ref for ref in offered)

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Union
 
+from localq.defaults import DEFAULT_CONTEXT, MIN_CONTEXT
 from localq.errors import BackendError, LocalqError
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
@@ -45,7 +46,6 @@ ROLES = ("system", "user", "assistant")
 # Limits past which a parameter is a typo rather than a choice.
 MAX_TEMPERATURE = 10.0
 MAX_REPEAT_PENALTY = 10.0
-MIN_CONTEXT = 64
 MAX_SEED = 2**32 - 2          # llama.cpp reads 2**32 - 1 as "pick a random seed"
 
 
@@ -133,7 +133,7 @@ class LoadOptions:
             if self.n_ctx < MIN_CONTEXT:
                 raise LocalqError(
                     f"context size {self.n_ctx} is too small (at least {MIN_CONTEXT} tokens)",
-                    "use --ctx 2048 or more, or leave it out",
+                    f"use --ctx {DEFAULT_CONTEXT}, or leave it out",
                 )
             if trained_context and self.n_ctx > trained_context:
                 raise LocalqError(

@@ -41,9 +41,9 @@ from typing import Iterator, Sequence
 from localq.backends.base import (
     Backend, Done, GenerationParams, LoadOptions, Session, TextDelta, model_path_of, reply_limit,
 )
+from localq.defaults import DEFAULT_CONTEXT
 from localq.errors import BackendError, BadModelFile, LocalqError
 
-DEFAULT_CONTEXT = 4096
 GiB = 2**30
 # Compute buffers and runtime on top of weights and KV cache, as a share of the weights plus a floor.
 INSTALL_HINT = "install it with `pip install 'localq[llamacpp]'`"

@@ -3,9 +3,8 @@
 One app, one screen per section (Models, Discover, Downloads, Chat, Hardware),
 each a Textual *mode* with its own screen stack, so a modal opened on Models
 stays there while you look at Downloads. Sections are listed once, in
-``SECTIONS``: the number keys, the navigation line, the help screen and the
-command palette are all made from that list, so a new section (Quantize) is one
-line here and one screen module.
+``localq.tui.navigation.SECTIONS``: the section keys, the navigation line, the
+help screen and the command palette are all made from that list.
 
 The app holds what every screen needs: the machine's ``HardwareProfile``
 (probed in a thread worker at start, or given by a test) as a reactive that the
@@ -14,9 +13,9 @@ top bars watch. Everything slow runs in thread workers (see
 probe, a model or the network.
 
 Decisions:
-- The number keys switch sections unless a text input has the focus (then they
-  type digits); ``tab`` / ``esc`` leave an input. ``ctrl+p`` reaches every action
-  from anywhere.
+- ``alt+1`` ... ``alt+5`` switch sections from anywhere, also while a text box
+  has the focus; the plain digits too when none has it (see
+  ``localq.tui.navigation``). ``ctrl+p`` reaches every action from anywhere.
 - ``ctrl+t`` toggles the dark and light themes; the choice (also one made in the
   palette's theme picker) is saved in ``config/tui.json`` for the next start.
 - First start: when the index holds nothing but the starter model, the app opens
@@ -26,8 +25,6 @@ Decisions:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from importlib import import_module
 
 from textual import work
 from textual.app import App
@@ -37,28 +34,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 
 from localq.paths import get_paths
-
-
-@dataclass(frozen=True)
-class Section:
-    """A top-level screen: its mode key, its title and where its class lives."""
-
-    key: str
-    title: str
-    screen: str  # "module:Class"
-
-    def screen_class(self):
-        module, _, name = self.screen.partition(":")
-        return getattr(import_module(module), name)
-
-
-SECTIONS: list[Section] = [
-    Section("models", "Models", "localq.tui.screens.models:ModelsScreen"),
-    Section("discover", "Discover", "localq.tui.screens.discover:DiscoverScreen"),
-    Section("downloads", "Downloads", "localq.tui.screens.downloads:DownloadsScreen"),
-    Section("chat", "Chat", "localq.tui.screens.chat:ChatScreen"),
-    Section("hardware", "Hardware", "localq.tui.screens.hardware:HardwareScreen"),
-]
+from localq.tui.navigation import SECTIONS, Section, keys_line, section_keys
 
 THEMES = ("textual-dark", "textual-light")
 
@@ -95,6 +71,12 @@ class LocalqApp(App):
                 tooltip="show every key binding (f1 works in text boxes too)"),
         Binding("ctrl+t", "toggle_theme", "theme", show=False, tooltip="toggle the dark and light themes"),
         Binding("ctrl+q", "quit", "quit", priority=True, tooltip="quit localq"),
+    ] + [
+        # One footer entry for them all: "alt+1-5 sections".
+        Binding(f"alt+{number}", f"section('{section.key}')", "sections" if number == 1 else section.title,
+                show=number == 1, priority=True, key_display=keys_line() if number == 1 else None,
+                tooltip=f"go to {section.title} (also {number} outside a text box)")
+        for number, section in enumerate(SECTIONS, start=1)
     ] + [
         Binding(str(number), f"section('{section.key}')", section.title, show=False,
                 tooltip=f"go to {section.title}")
@@ -143,10 +125,10 @@ class LocalqApp(App):
     @work(thread=True, exclusive=True, group="index")
     def prepare_index(self) -> None:
         """Open (and migrate) the index, index the starter model, then decide on the welcome screen."""
+        from localq.download import pulls_to_resume
         from localq.starter import STARTER_REF, ensure_starter
         from localq.store.index import list_variants
         from localq.tui.screens.base import index_db, report_error
-        from localq.download import pulls_to_resume
 
         try:
             with index_db() as db:
@@ -190,8 +172,7 @@ class LocalqApp(App):
     def start_pull(self, ref: str) -> None:
         """Pull ``ref`` in the background; the Downloads section shows it."""
         self.pulls.start(ref)
-        number = [s.key for s in SECTIONS].index("downloads") + 1
-        self.notify(f"pulling {ref} (progress in Downloads, key {number})", timeout=3)
+        self.notify(f"pulling {ref} (progress in Downloads, {section_keys('downloads')})", timeout=3)
 
     def on_pull_changed(self, message) -> None:
         for screen in self._screen_stacks.get("downloads", [])[:1]:
@@ -250,7 +231,7 @@ class LocalqApp(App):
         commands = []
         for number, section in enumerate(SECTIONS, start=1):
             commands.append((f"Go to {section.title}", self._opener(section.key),
-                             f"open the {section.title} screen (key {number})"))
+                             f"open the {section.title} screen ({section_keys(section.key)})"))
         commands.append(("Help: all key bindings", self.action_help, "show every key (?)"))
         commands.append(("Toggle dark / light theme", self.action_toggle_theme, "ctrl+t"))
         for section in SECTIONS:

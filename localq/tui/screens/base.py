@@ -46,7 +46,7 @@ def report_error(app, exc: BaseException) -> None:
 class SectionScreen(Screen):
     """A top-level section: top bar, navigation, the section's body, the footer."""
 
-    SECTION = ""          # the mode key in localq.tui.app.SECTIONS
+    SECTION = ""          # the mode key in localq.tui.navigation.SECTIONS
     TITLE_TEXT = ""       # shown after "localq ─"
 
     def compose(self) -> ComposeResult:

@@ -250,12 +250,12 @@ class ChatScreen(SectionScreen):
         s = self.session
         if s is None:
             return "no model loaded"
-        from localq.tui.widgets.topbar import BACKEND_LABELS
+        from localq.backends import backend_label
 
         parts = [s.model_ref]
         if s.quant and s.quant not in s.model_ref:
             parts.append(s.quant)
-        parts.append(BACKEND_LABELS.get(s.backend_name, s.backend_name))
+        parts.append(backend_label(s.backend_name))
         if last is not None and getattr(last, "tokens_per_s", None) is not None:
             parts.append(f"{last.tokens_per_s:.1f} tok/s")
             if last.ttft_s is not None:

@@ -34,9 +34,10 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from localq.cache import human_size
 from localq.errors import LocalqError
 from localq.tui.screens.base import SectionScreen, index_db, show_error
+from localq.units import rate as rate_text
+from localq.units import size
 
 ACTIVE = ("queued", "starting", "running", "verifying")
 BAR_WIDTH = 16
@@ -324,8 +325,8 @@ class DownloadsScreen(SectionScreen):
     def _add(self, table, ref, done, total, rate, eta, state, error) -> None:
         label = Text(state, style=STATE_STYLES.get(state, ""))  # a failure's reason is in the detail below
         table.add_row(
-            ref, bar(done, total), f"{human_size(done)} / {human_size(total)}",
-            f"{human_size(rate)}/s" if rate else "—", duration(eta), label, key=ref,
+            ref, bar(done, total), f"{size(done)} / {size(total)}",
+            rate_text(rate) if rate else "—", duration(eta), label, key=ref,
         )
 
     def selected_ref(self) -> str | None:
@@ -399,7 +400,7 @@ class DownloadsScreen(SectionScreen):
                 show_error(self.app, exc)
                 return
             rate = self.app.pulls.max_rate
-            self.notify(f"new and resumed pulls limited to {human_size(rate)}/s" if rate else "no rate limit",
+            self.notify(f"new and resumed pulls limited to {rate_text(rate)}" if rate else "no rate limit",
                         timeout=3)
 
         self.app.push_screen(PromptDialog(

@@ -24,10 +24,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
-from localq.backends import DEFAULT_BACKEND_FOR_FORMAT
-from localq.cache import human_size
+from localq.backends import DEFAULT_BACKEND_FOR_FORMAT, backend_label
 from localq.tui.screens.base import SectionScreen, index_db, report_error, show_error
-from localq.tui.widgets.topbar import BACKEND_LABELS
+from localq.units import size
 
 COLUMNS = ("NAME", "QUANT", "FORMAT", "SIZE", "BACKEND", "QUALITY", "LAST USED")
 
@@ -154,7 +153,7 @@ class ModelsScreen(SectionScreen):
                 continue
             backend = DEFAULT_BACKEND_FOR_FORMAT.get(v.format, "?")
             table.add_row(
-                v.ref, v.quant, v.format, human_size(v.size), BACKEND_LABELS.get(backend, backend),
+                v.ref, v.quant, v.format, size(v.size), backend_label(backend),
                 "—", "● loaded" if v.ref in self.loaded else ago(v.last_used), key=str(v.id),
             )
         if selected is not None and str(selected.id) in table.rows:
@@ -199,7 +198,7 @@ class ModelsScreen(SectionScreen):
         from localq.gguf_info import read_gguf_info
 
         if variant.format != "gguf":
-            text = f"{variant.format} · {human_size(variant.size)} · {len(variant.files)} files"
+            text = f"{variant.format} · {size(variant.size)} · {len(variant.files)} files"
         else:
             try:
                 text = detail_line(read_gguf_info(variant.main_path), variant)
@@ -223,9 +222,9 @@ class ModelsScreen(SectionScreen):
         variant = self.selected()
         if variant is None:
             return
-        from localq.tui.app import SECTIONS
+        from localq.tui.navigation import has_section
 
-        if not any(s.key == "chat" for s in SECTIONS):
+        if not has_section("chat"):
             self.notify("chat is not in this build of the app yet; use `localq chat " + variant.ref + "`")
             return
         self.run_worker(self._open_chat(variant.ref), exclusive=True, group="open-chat")
@@ -285,7 +284,7 @@ class ModelsScreen(SectionScreen):
         from localq.cache import space_freed
 
         freed, linked = space_freed(variant, self.variants)
-        detail = f"This frees {human_size(freed)} of disk space."
+        detail = f"This frees {size(freed)} of disk space."
         if linked:
             detail += " Its file is hardlinked from elsewhere (where it was imported from), which keeps that space in use."
         if freed == 0 and not linked:
@@ -295,7 +294,7 @@ class ModelsScreen(SectionScreen):
             if yes:
                 self.delete(variant)
 
-        self.app.push_screen(ConfirmDialog(f"Remove {variant.ref} ({human_size(variant.size)})?", detail,
+        self.app.push_screen(ConfirmDialog(f"Remove {variant.ref} ({size(variant.size)})?", detail,
                                            yes="Remove"), answered)
 
     @work(thread=True, group="models-delete")
@@ -309,7 +308,7 @@ class ModelsScreen(SectionScreen):
             report_error(self.app, exc)
             return
         self.app.call_from_thread(
-            self.notify, f"Removed {', '.join(v.ref for v in removed)}; freed {human_size(freed)}."
+            self.notify, f"Removed {', '.join(v.ref for v in removed)}; freed {size(freed)}."
         )
         self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
 
@@ -340,7 +339,7 @@ class ModelsScreen(SectionScreen):
         except Exception as exc:
             report_error(self.app, exc)
             return
-        self.app.call_from_thread(self.notify, f"imported {variant.ref} ({variant.format}, {variant.size / 1e6:.1f} MB)")
+        self.app.call_from_thread(self.notify, f"imported {variant.ref} ({variant.format}, {size(variant.size)})")
         self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
 
     def action_reload(self) -> None:
