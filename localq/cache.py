@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localq.errors import LocalqError
 from localq.paths import get_paths
 from localq.store import blobs
 from localq.store.index import (
@@ -52,6 +53,15 @@ def verify(db, ref: str | None = None, on_progress=None) -> list[VerifyResult]:
                 result.bad_files.append(f"{f.relpath}: sha256 is {actual[:12]}..., expected {f.sha256[:12]}...")
         results.append(result)
     return results
+
+
+def verify_failure(results: list[VerifyResult]) -> LocalqError | None:
+    """The error for the results that failed, in the words the CLI and the app both use; None if all passed."""
+    bad = [r for r in results if not r.ok]
+    if not bad:
+        return None
+    return LocalqError(f"{len(bad)} model(s) failed verification",
+                       "remove them with `localq rm REF` and pull or import them again")
 
 
 def remove(db, ref: str) -> tuple[list[Variant], int]:

@@ -159,12 +159,9 @@ def verify_command(ref: str | None, as_json: bool) -> None:
             click.echo(f"{'ok' if r.ok else 'CORRUPT'}  {r.variant.ref}")
             for problem in r.bad_files:
                 click.echo(f"    {problem}")
-    bad = [r for r in results if not r.ok]
-    if bad:
-        raise click.exceptions.Exit(1) if as_json else LocalqError(
-            f"{len(bad)} model(s) failed verification",
-            "remove them with `localq rm REF` and pull or import them again",
-        )
+    failure = cache.verify_failure(results)
+    if failure is not None:
+        raise click.exceptions.Exit(1) if as_json else failure
 
 
 @cli.command("prune")
@@ -661,9 +658,6 @@ def pull_command(ctx: click.Context, ref: str, revision, max_rate, offline: bool
 # --- chat, run, history, bench ------------------------------------------------
 
 
-_PARAM_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
-
-
 FLASH_ATTN_OPTION = click.option(
     "--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
     help="Flash attention (llama.cpp): auto uses it where the device supports it.")
@@ -692,12 +686,10 @@ def generation_options(fn):
 
 
 def generation_params(opts: dict, base: dict | None = None):
-    """GenerationParams from stored ``base`` settings overridden by the options given, validated."""
-    from localq.backends.base import GenerationParams
+    """GenerationParams from stored ``base`` settings overridden by the options given (``chat.params``)."""
+    from localq.chat.params import PARAM_NAMES, merge_params
 
-    values = GenerationParams.from_dict(base or {}).to_dict()
-    values.update({k: opts[k] for k in _PARAM_OPTIONS if opts.get(k) is not None})
-    return GenerationParams.from_dict(values).validate()
+    return merge_params(base, {k: opts[k] for k in PARAM_NAMES if opts.get(k) is not None})
 
 
 def load_options(opts: dict, base: dict | None = None):

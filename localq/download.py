@@ -143,6 +143,44 @@ class PullEvent:
         return {k: v for k, v in asdict(self).items() if v is not None and v != {} and not (k == "rate" and not v)}
 
 
+class RateMeter:
+    """A transfer's rate over the last few seconds, and the time it still needs.
+
+    ``add(done)`` records the bytes done so far; ``rate`` is measured from the
+    oldest sample in the window (at least two kept), so a stall shows at once
+    and a burst does not. The pull's progress events and the app's Downloads
+    screen both measure with it.
+    """
+
+    def __init__(self, window_s: float = RATE_WINDOW_S, clock: Callable[[], float] = time.monotonic):
+        self.window_s = window_s
+        self.clock = clock
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def restart(self, done: int) -> None:
+        """Start measuring afresh from ``done`` bytes (a resume, a restart from zero)."""
+        self.samples = deque([(self.clock(), done)])
+
+    def add(self, done: int) -> None:
+        now_s = self.clock()
+        self.samples.append((now_s, done))
+        while len(self.samples) > 2 and now_s - self.samples[0][0] > self.window_s:
+            self.samples.popleft()
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second over the window (0 before two samples)."""
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, d0), (t1, d1) = self.samples[0], self.samples[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def eta(self, total: int) -> float | None:
+        """Seconds left to ``total`` bytes at the current rate; None while the rate is unknown."""
+        rate = self.rate
+        return (total - self.samples[-1][1]) / rate if rate > 0 else None
+
+
 class _Progress:
     """Counts bytes per file and for the pull, and calls the callback one event at a time."""
 
@@ -151,7 +189,7 @@ class _Progress:
         self.lock = threading.Lock()
         self.total = total
         self.done_by_file: dict[str, int] = {}
-        self.samples: dict[str, deque] = {}
+        self.meters: dict[str, RateMeter] = {}
         self.last_emit: dict[str, float] = {}
 
     @property
@@ -177,7 +215,7 @@ class _Progress:
         """Record that ``done`` bytes of a file are on disk; emit ``event`` if given."""
         with self.lock:
             self.done_by_file[remote.path] = done
-            self.samples[remote.path] = deque([(time.monotonic(), done)])
+            self.meters.setdefault(remote.path, RateMeter()).restart(done)
             if event:
                 self._emit(event, remote, **fields)
 
@@ -186,16 +224,12 @@ class _Progress:
         with self.lock:
             now_s = time.monotonic()
             self.done_by_file[remote.path] = done
-            samples = self.samples.setdefault(remote.path, deque())
-            samples.append((now_s, done))
-            while len(samples) > 2 and now_s - samples[0][0] > RATE_WINDOW_S:
-                samples.popleft()
+            meter = self.meters.setdefault(remote.path, RateMeter())
+            meter.add(done)
             if done < remote.size and now_s - self.last_emit.get(remote.path, 0.0) < PROGRESS_EVERY_S:
                 return
             self.last_emit[remote.path] = now_s
-            t0, d0 = samples[0]
-            rate = (done - d0) / (now_s - t0) if now_s > t0 else 0.0
-            eta = (remote.size - done) / rate if rate > 0 else None
+            rate, eta = meter.rate, meter.eta(remote.size)
             self._emit("progress", remote, done=done, rate=round(rate, 1), eta=None if eta is None else round(eta, 1))
 
 

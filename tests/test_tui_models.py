@@ -44,7 +44,7 @@ async def test_models_screen_lists_imports_verifies_and_deletes(tmp_home, tmp_pa
     async with app.run_test(size=(100, 30)) as pilot:
         seen = record_notifications(app)
         await settle(pilot)
-        assert rows(app) == [["smollm2:135m-q4_1", "q4_1", "gguf", "98.4 MB", "llama.cpp", "—", "never"]]
+        assert rows(app) == [["smollm2:135m-q4_1", "q4_1", "gguf", "93.8 MiB", "llama.cpp", "—", "never"]]
         text = screen_text(app)
         assert "llama · 135M params · 30 layers · ctx 8192 · GQA 9/3 · chat template ✓ · sha256 b179c9…" in text
 
@@ -68,7 +68,7 @@ async def test_models_screen_lists_imports_verifies_and_deletes(tmp_home, tmp_pa
         await settle(pilot)
         await pilot.press(*str(copy), "enter", *"mycopy", "enter")
         await settle(pilot)
-        assert ("information", "imported mycopy:q4_1 (gguf, 98.4 MB)") in seen
+        assert ("information", "imported mycopy:q4_1 (gguf, 93.8 MiB)") in seen
         assert [r[0] for r in rows(app)] == ["mycopy:q4_1", "smollm2:135m-q4_1"]
 
         # Importing a path that is not there: an error in the CLI's words.
@@ -105,7 +105,7 @@ async def test_models_screen_lists_imports_verifies_and_deletes(tmp_home, tmp_pa
         # Delete: the dialog says what it frees; "n" keeps the model, "y" removes it.
         await pilot.press("d")
         await settle(pilot)
-        assert "Remove mycopy:q4_1 (98.4 MB)?" in screen_text(app)
+        assert "Remove mycopy:q4_1 (93.8 MiB)?" in screen_text(app)
         # The copy it was imported from keeps the bytes on disk, and the dialog says so.
         assert app.screen.detail.startswith("This frees 0 B of disk space. Its file is hardlinked from elsewhere")
         await pilot.press("n")

@@ -41,7 +41,7 @@ from textual.widgets.option_list import Option
 from localq.errors import LocalqError
 from localq.tui.screens.base import SectionScreen, index_db, report_error, show_error
 
-# The sampling parameters the ctrl+o dialog edits, with their labels.
+# The sampling parameters the ctrl+o dialog edits, with their labels (localq.chat.params.PARAM_NAMES).
 PARAM_FIELDS = [
     ("temperature", "temperature", "0 = greedy"),
     ("top_p", "top_p", "1 = off"),
@@ -51,27 +51,14 @@ PARAM_FIELDS = [
     ("max_tokens", "max_tokens", "empty: until the model stops"),
     ("seed", "seed", "empty: random"),
 ]
-INTEGER_PARAMS = {"top_k", "max_tokens", "seed"}
 REPLY_FRAME_S = 0.05  # the reply is redrawn at most 20 times a second
 
 
 def parse_params(values: dict, current):
     """New ``GenerationParams`` from the dialog's text fields; LocalqError names a bad one."""
-    from dataclasses import replace
+    from localq.chat.params import merge_params, parse_param_texts
 
-    changes = {}
-    for name, _, _ in PARAM_FIELDS:
-        text = values.get(name, "").strip()
-        if not text:
-            if name in ("max_tokens", "seed"):
-                changes[name] = None
-            continue
-        try:
-            changes[name] = int(text) if name in INTEGER_PARAMS else float(text)
-        except ValueError:
-            kind = "a whole number" if name in INTEGER_PARAMS else "a number"
-            raise LocalqError(f"{name} must be {kind}, not {text!r}") from None
-    return replace(current, **changes).validate()
+    return merge_params(current, parse_param_texts(values))
 
 
 def default_model(db) -> str | None:

@@ -65,7 +65,7 @@ class PullJob:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = ""
     thread: threading.Thread | None = None
-    samples: list[tuple[float, int]] = field(default_factory=list)
+    meter: object = None           # localq.download.RateMeter of the running pull
     last_post: float = 0.0
 
     @property
@@ -107,7 +107,7 @@ class PullManager:
             self.jobs[job.id] = job
         job.state, job.error, job.message, job.stop_reason = "starting", None, None, ""
         job.stop = threading.Event()
-        job.samples = []
+        job.meter = None
         job.thread = threading.Thread(target=self._run, args=(job,), name=f"localq-tui-pull-{job.id}", daemon=True)
         job.thread.start()
         self._changed(job, force=True)
@@ -198,14 +198,13 @@ class PullManager:
         self._changed(job, force=kind != "progress")
 
     def _measure(self, job: PullJob) -> None:
-        """The pull's rate over the last few seconds, and its ETA."""
-        now = time.monotonic()
-        job.samples.append((now, job.done))
-        while len(job.samples) > 2 and now - job.samples[0][0] > 3.0:
-            job.samples.pop(0)
-        t0, d0 = job.samples[0]
-        job.rate = (job.done - d0) / (now - t0) if now > t0 else 0.0
-        job.eta = (job.total - job.done) / job.rate if job.rate > 0 else None
+        """The pull's rate over the last few seconds, and its ETA (``download.RateMeter``, as ``localq pull``)."""
+        from localq.download import RateMeter
+
+        if job.meter is None:
+            job.meter = RateMeter()
+        job.meter.add(job.done)
+        job.rate, job.eta = job.meter.rate, job.meter.eta(job.total)
 
     def _changed(self, job: PullJob, force: bool = False) -> None:
         now = time.monotonic()

@@ -249,7 +249,6 @@ class ModelsScreen(SectionScreen):
     @work(thread=True, group="models-verify")
     def verify(self, variant) -> None:
         from localq import cache
-        from localq.errors import LocalqError
 
         try:
             with index_db() as db:
@@ -258,12 +257,9 @@ class ModelsScreen(SectionScreen):
             report_error(self.app, exc)
             return
         self.app.call_from_thread(self._verified, variant, result)
-        if not result.ok:
-            # The CLI's words for the same failure.
-            report_error(self.app, LocalqError(
-                "1 model(s) failed verification",
-                "remove them with `localq rm REF` and pull or import them again",
-            ))
+        failure = cache.verify_failure([result])  # the CLI's words for the same failure
+        if failure is not None:
+            report_error(self.app, failure)
 
     def _verified(self, variant, result) -> None:
         self.verified[variant.id] = result.ok
