@@ -98,3 +98,45 @@ async def test_shell_navigation_help_palette_and_theme(tmp_home):
         await settle(pilot)
         assert app.theme == "textual-light"
         assert "localq ─ Models" in screen_text(app)
+
+
+@run_async
+async def test_alt_keys_switch_sections_from_a_focused_text_box(tmp_home):
+    """In Chat the message box has the focus: a digit types itself, alt+digit switches sections."""
+    app = LocalqApp(profile=laptop_8gb(), first_start=False, start_section="chat")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        box = app.screen.query_one("#chat-input")
+        assert app.focused is box
+        await pilot.press(section_key("discover"))
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ChatScreen" and box.value == section_key("discover")
+        await pilot.press(f"alt+{section_key('discover')}")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "DiscoverScreen"
+        # From a text box of another section too: Discover's search box.
+        await pilot.press("slash")
+        await settle(pilot)
+        assert app.focused is app.screen.query_one("#discover-search")
+        await pilot.press(f"alt+{section_key('chat')}")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ChatScreen" and box.value == section_key("discover")
+        # The footer says so.
+        assert f"alt+1-{len(SECTIONS)} sections" in screen_text(app)
+
+
+@run_async
+async def test_help_has_a_title_and_says_how_to_close_it(tmp_home):
+    app = LocalqApp(profile=laptop_8gb(), first_start=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Help: every key" in text and "esc, q or ? closes" in text
+        help_text = "\n".join(str(w.render()) for w in app.screen.query("Static"))
+        for number, section in enumerate(SECTIONS, start=1):  # each section key, listed on its own
+            assert f"alt+{number}" in help_text and f"go to {section.title}" in help_text
+        await pilot.press("q")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ModelsScreen"

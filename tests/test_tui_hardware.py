@@ -74,3 +74,23 @@ async def test_first_start_welcome_offers_starter_and_pulls(tmp_home):
         await pilot.press(key("models"))
         await settle(pilot)
         assert type(app.screen).__name__ == "ModelsScreen"
+
+
+@run_async
+async def test_welcome_shows_on_the_first_start_only_and_on_demand(tmp_home):
+    app = LocalqApp(profile=laptop_8gb())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "WelcomeScreen")
+        await pilot.press("escape")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ModelsScreen"
+    # The next start opens on Models, though only the starter model is installed ...
+    app = LocalqApp(profile=laptop_8gb())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ModelsScreen"
+        # ... and w opens the welcome screen when asked.
+        await pilot.press("w")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "WelcomeScreen")
+        assert "w shows this screen again" in screen_text(app)

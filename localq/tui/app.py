@@ -18,8 +18,9 @@ Decisions:
   ``localq.tui.navigation``). ``ctrl+p`` reaches every action from anywhere.
 - ``ctrl+t`` toggles the dark and light themes; the choice (also one made in the
   palette's theme picker) is saved in ``config/tui.json`` for the next start.
-- First start: when the index holds nothing but the starter model, the app opens
-  on the welcome screen (``localq.tui.screens.welcome``).
+- First start: the app opens on the welcome screen (``localq.tui.screens.welcome``)
+  once, the first time it starts with these settings; ``config/tui.json``
+  records that it was shown. ``w`` (or the palette's "Welcome") opens it again.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class LocalqApp(App):
         Binding("question_mark,f1", "help", "help", key_display="?",
                 tooltip="show every key binding (f1 works in text boxes too)"),
         Binding("ctrl+t", "toggle_theme", "theme", show=False, tooltip="toggle the dark and light themes"),
+        Binding("w", "welcome", "welcome", show=False,
+                tooltip="the welcome screen: this machine, the starter model, the recommended pulls"),
         Binding("ctrl+q", "quit", "quit", priority=True, tooltip="quit localq"),
     ] + [
         # One footer entry for them all: "alt+1-5 sections".
@@ -87,7 +90,7 @@ class LocalqApp(App):
 
     def __init__(self, profile=None, *, first_start: bool | None = None, start_section: str = "models"):
         """``profile``: use this machine profile instead of probing (tests, screenshots).
-        ``first_start``: force the welcome screen on or off; None decides from the index."""
+        ``first_start``: force the welcome screen on or off; None: on only if it was never shown."""
         from localq.tui.screens.downloads import PullManager
 
         super().__init__()
@@ -126,21 +129,19 @@ class LocalqApp(App):
     def prepare_index(self) -> None:
         """Open (and migrate) the index, index the starter model, then decide on the welcome screen."""
         from localq.download import pulls_to_resume
-        from localq.starter import STARTER_REF, ensure_starter
-        from localq.store.index import list_variants
+        from localq.starter import ensure_starter
         from localq.tui.screens.base import index_db, report_error
 
         try:
             with index_db() as db:
                 ensure_starter(db)
-                variants = list_variants(db)
                 resume = pulls_to_resume(db)
         except Exception as exc:
             report_error(self, exc)
             return
         first = self._first_start
         if first is None:
-            first = all(v.model == STARTER_REF for v in variants)
+            first = not self._settings().get("welcomed", False)
         self.call_from_thread(self._index_ready, first, resume)
 
     def _index_ready(self, first_start: bool, resume: list[str]) -> None:
@@ -149,15 +150,18 @@ class LocalqApp(App):
             self.notify(f"resuming {len(resume)} download(s) stopped when localq last quit", timeout=4)
             for ref in resume:
                 self.pulls.start(ref)
-        if first_start and self._welcome_available():
-            from localq.tui.screens.welcome import WelcomeScreen
+        if first_start:
+            self.action_welcome()
+            if self._first_start is None:
+                self._save_setting("welcomed", True)
 
-            self.push_screen(WelcomeScreen())
+    def action_welcome(self) -> None:
+        """Open the welcome screen (at first start, and with ``w``)."""
+        from localq.tui.screens.welcome import WelcomeScreen
 
-    def _welcome_available(self) -> bool:
-        from importlib.util import find_spec
-
-        return find_spec("localq.tui.screens.welcome") is not None
+        if isinstance(self.screen, (WelcomeScreen, ModalScreen)):
+            return
+        self.push_screen(WelcomeScreen())
 
     def post_message_to_sections(self, method: str) -> None:
         """Call ``method`` on every section screen that is open and has it (e.g. to reload)."""
@@ -233,6 +237,7 @@ class LocalqApp(App):
             commands.append((f"Go to {section.title}", self._opener(section.key),
                              f"open the {section.title} screen ({section_keys(section.key)})"))
         commands.append(("Help: all key bindings", self.action_help, "show every key (?)"))
+        commands.append(("Welcome: this machine and the recommended pulls", self.action_welcome, "w"))
         commands.append(("Toggle dark / light theme", self.action_toggle_theme, "ctrl+t"))
         for section in SECTIONS:
             for binding in section.screen_class().BINDINGS:
@@ -259,21 +264,29 @@ class LocalqApp(App):
     def _settings_path(self):
         return get_paths().config / "tui.json"
 
-    def _load_theme(self) -> None:
+    def _settings(self) -> dict:
+        """The app's remembered settings (theme, whether the welcome screen was shown); {} if none."""
         try:
-            theme = json.loads(self._settings_path().read_text("utf-8")).get("theme")
-        except (OSError, ValueError, AttributeError):
-            return
+            settings = json.loads(self._settings_path().read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return settings if isinstance(settings, dict) else {}
+
+    def _save_setting(self, key: str, value) -> None:
+        path = self._settings_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**self._settings(), key: value}), "utf-8")
+        except OSError:
+            pass  # a read-only config directory only costs what was to be remembered
+
+    def _load_theme(self) -> None:
+        theme = self._settings().get("theme")
         if theme in self.available_themes:
             self.theme = theme
 
     def _save_theme(self, theme) -> None:
-        path = self._settings_path()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"theme": theme.name}), "utf-8")
-        except OSError:
-            pass  # a read-only config directory only costs the remembered theme
+        self._save_setting("theme", theme.name)
 
 
 def run_app() -> None:

