@@ -16,12 +16,7 @@ from localq.errors import LocalqError
 from localq.paths import get_paths
 from localq.store import blobs
 from localq.store.index import (
-    Variant,
-    find,
-    list_variants,
-    referenced_blobs,
-    remove_variant,
-    resolve,
+    Variant, find, list_variants, not_installed, referenced_blobs, remove_variant, resolve,
 )
 
 STALE_PARTIAL_S = 7 * 24 * 3600
@@ -64,11 +59,17 @@ def verify_failure(results: list[VerifyResult]) -> LocalqError | None:
                        "remove them with `localq rm REF` and pull or import them again")
 
 
-def remove(db, ref: str) -> tuple[list[Variant], int]:
-    """Remove the variants a reference names (all quants of a model if it names none); return them and bytes freed."""
+def removable(db, ref: str) -> list[Variant]:
+    """The installed variants ``rm REF`` removes; ModelNotFound (no pull advice) when there are none."""
     variants = find(db, ref)
     if not variants:
-        resolve(db, ref)  # raises the not-installed error with its hint
+        raise not_installed(db, ref)
+    return variants
+
+
+def remove(db, ref: str) -> tuple[list[Variant], int]:
+    """Remove the variants a reference names (all quants of a model if it names none); return them and bytes freed."""
+    variants = removable(db, ref)
     freed = sum(remove_variant(db, v.id) for v in variants)
     return variants, freed
 

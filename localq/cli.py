@@ -128,11 +128,11 @@ def ls_command(as_json: bool) -> None:
 def rm_command(ref: str, yes: bool) -> None:
     """Remove a model (all its quants, unless REF names one) and free its unshared files."""
     from localq import cache
-    from localq.store.index import find, list_variants, resolve
+    from localq.store.index import list_variants
     from localq.units import size
 
     db = open_db()
-    variants = find(db, ref) or [resolve(db, ref)]
+    variants = cache.removable(db, ref)
     names = ", ".join(v.ref for v in variants)
     others = [v for v in list_variants(db) if v not in variants]
     freed = [cache.space_freed(v, others) for v in variants]
@@ -647,7 +647,7 @@ def pull_command(ctx: click.Context, ref: str, revision, max_rate, offline: bool
     elif result.status == "up to date":
         click.echo(f"{result.variant.ref} is up to date ({_mb(result.variant.size)}, revision {result.variant.revision[:12]})")
     elif result.status == "installed":
-        click.echo(f"{result.variant.ref} is installed (offline: not checked against the Hub)")
+        click.echo(f"{result.variant.ref} is installed ({result.note})")
     else:
         reused = f", {_mb(result.reused)} reused" if result.reused else ""
         click.echo(f"pulled {result.variant.ref} ({_mb(result.variant.size)}; {_mb(result.downloaded)} downloaded"

@@ -247,6 +247,7 @@ class PullResult:
     reused: int = 0               # bytes found in the store or the HF cache
     elapsed: float = 0.0
     files: dict[str, str] = field(default_factory=dict)  # path -> downloaded/present/linked
+    note: str = "offline: not checked against the Hub"  # for "installed": why the Hub was not asked
 
     def to_dict(self) -> dict:
         return {
@@ -861,7 +862,19 @@ def pull(
     if offline:
         return _pull_offline(db, ref, on_progress)
     rate = parse_rate(max_rate)
-    plan = resolve(ref, revision=revision, choose_quant=choose_quant)
+    try:
+        plan = resolve(ref, revision=revision, choose_quant=choose_quant)
+    except HubError as exc:
+        installed = find(db, ref) if getattr(exc, "unreachable", False) and revision is None else []
+        if not installed:
+            raise
+        # No network, but the model is here: say so, as --offline would, and why it was not checked.
+        from localq.hub import endpoint, public_address
+
+        note = f"cannot reach {public_address(endpoint())}: not checked for a newer revision"
+        if on_progress:
+            on_progress(PullEvent("done", status="installed", variant=installed[0].ref, message=note))
+        return PullResult(installed[0], "installed", note=note)
     progress = _Progress(on_progress, plan.size)
     progress.emit("plan", total=plan.size, plan=plan.to_dict(), message=plan.reason or None)
     current = _installed(db, plan)

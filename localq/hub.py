@@ -223,7 +223,9 @@ def hub_error(exc: BaseException, repo_id: str, *, revision: str | None = None, 
     if status is not None:
         return HubError(f"the Hub answered {status} for {repo_id}", "try again later")
     detail = public_address(str(exc)) if "@" in str(exc) else exc
-    return HubError(f"cannot reach {hub}: {detail}", "check the network connection and HF_ENDPOINT, then try again")
+    error = HubError(f"cannot reach {hub}: {detail}", "check the network connection and HF_ENDPOINT, then try again")
+    error.unreachable = True  # no answer at all: a pull of an installed model can still say it is installed
+    return error
 
 
 def _client_errors() -> tuple[type, ...]:
