@@ -22,13 +22,14 @@ _UNITS = (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB))
 def size(n: int | float | None) -> str:
     """Bytes as a short string: ``512 B``, ``98.4 MiB``, ``320 MiB``, ``4.6 GiB`` (``?`` when unknown).
 
-    One decimal below 100 of a unit, whole numbers above: three significant
-    figures at most, which is what a table column has room for.
+    One decimal below 100 of a unit, whole numbers above, and the next unit
+    from 1000 on (``1005 MiB`` reads as ``1.0 GiB``): three significant figures
+    at most, which is what a table column has room for.
     """
     if n is None:
         return "?"
     for unit, scale in _UNITS:
-        if abs(n) >= scale:
+        if abs(n) >= scale * 1000 / 1024:
             value = n / scale
             return f"{value:.1f} {unit}" if abs(value) < 100 else f"{value:.0f} {unit}"
     return f"{n:.0f} B"

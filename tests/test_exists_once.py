@@ -13,7 +13,7 @@ from localq.cli import cli
 
 def test_one_byte_convention():
     assert units.size(None) == "?"
-    assert units.size(512) == "512 B"
+    assert units.size(512) == "512 B" and units.size(1005 * units.MiB) == "1.0 GiB"
     assert units.size(1536) == "1.5 KiB"
     assert units.size(98 * units.MiB + 400 * units.KiB) == "98.4 MiB"
     assert units.size(320 * units.MiB) == "320 MiB"

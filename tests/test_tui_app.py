@@ -17,8 +17,8 @@ def section_key(key: str) -> str:
 
 
 def test_machine_summary_of_modelled_machines():
-    assert machine_summary(laptop_8gb()) == "Intel Core i5-8250U 8c AVX2 · 8 GiB · no GPU · llama.cpp ✓ MLX ✗ torch INT4 ✗"
-    assert machine_summary(pi5_8gb()) == "Cortex-A76 4c dotprod · 8 GiB · no GPU · llama.cpp ✓ MLX ✗ torch INT4 ✗"
+    assert machine_summary(laptop_8gb()) == "Intel Core i5-8250U 8c AVX2 · 8 GiB · no GPU · llama.cpp ✓"
+    assert machine_summary(pi5_8gb()) == "Cortex-A76 4c dotprod · 8 GiB · no GPU · llama.cpp ✓"
     assert machine_summary(m2_16gb()).startswith("Apple M2 8c i8mm · 16 GiB · 10-core GPU (unified) · ")
     assert "MLX(metal) ✓" in machine_summary(m2_16gb())
     assert machine_summary(None) == "probing this machine…"

@@ -158,7 +158,7 @@ class ChatScreen(SectionScreen):
             with Vertical(id="chat-main"):
                 yield VerticalScroll(id="chat-transcript")
                 yield Static("no model loaded", id="chat-status", markup=False)
-                yield Input(placeholder="Write a message and press Enter · ctrl+s system prompt · ctrl+o settings",
+                yield Input(placeholder="Message, then Enter · ctrl+s system prompt · ctrl+o settings",
                             id="chat-input")
 
     def on_mount(self) -> None:

@@ -47,16 +47,19 @@ def gib(n: int | None) -> str:
 
 
 def backend_marks(profile) -> list[str]:
-    """``llama.cpp ✓``, ``MLX(cpu) ✓``, ``torch INT4 ✗`` for each backend the probe knows."""
+    """``llama.cpp ✓``, ``MLX(cpu) ✓``: the backends that run here (the Hardware screen says why the others
+    do not); ``no backend ✗`` when none does."""
     from localq.backends import backend_label
 
     marks = []
     for name, info in profile.backends.items():
+        if not info.available:
+            continue
         label = backend_label(name)
-        if name == "mlx" and info.available and info.device:
+        if name == "mlx" and info.device:
             label = f"{label}({info.device})"  # mlx on Linux is a CPU build: say so
-        marks.append(f"{label} {'✓' if info.available else '✗'}")
-    return marks
+        marks.append(f"{label} ✓")
+    return marks or ["no backend ✗"]
 
 
 def machine_summary(profile) -> str:
