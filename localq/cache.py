@@ -112,7 +112,7 @@ class PrunePlan:
 
 def plan_prune(db, now: float | None = None) -> PrunePlan:
     """What ``prune`` would delete. Partials newer than a week are kept: a pull may resume them."""
-    from localq.download import unfinished_pull_blobs
+    from localq.store.pulls import unfinished_pull_blobs
 
     now = time.time() if now is None else now
     used = referenced_blobs(db) | unfinished_pull_blobs(db)
@@ -128,7 +128,8 @@ def plan_prune(db, now: float | None = None) -> PrunePlan:
 
 def prune(db, plan: PrunePlan) -> int:
     """Delete what ``plan`` lists, re-checking that no blob became used since; return bytes freed."""
-    from localq.download import _FileLock, unfinished_pull_blobs
+    from localq.download.locks import FileLock
+    from localq.store.pulls import unfinished_pull_blobs
 
     used = referenced_blobs(db) | unfinished_pull_blobs(db)
     freed = sum(blobs.remove(sha) for sha in plan.orphan_blobs if sha not in used)
@@ -136,7 +137,7 @@ def prune(db, plan: PrunePlan) -> int:
         # A partial (or a pull's lock) in use by a pull of another process is never deleted.
         lock = None
         if path.suffix in (".partial", ".lock") and path.parent == get_paths().partials:
-            lock = _FileLock(path.with_suffix(".lock"))
+            lock = FileLock(path.with_suffix(".lock"))
             if not lock.try_acquire():
                 lock.release()
                 continue

@@ -10,7 +10,7 @@ import time
 import pytest
 from hub_server import GGUF_REPO, SOURCE_REPO, TINY_REPO
 
-from localq import download, units
+from localq import units
 from localq.download import PullEvent, parse_rate, pull
 from localq.errors import BadModelFile, HubError, InvalidReference, StoreError
 from localq.paths import get_paths
@@ -30,7 +30,7 @@ def db(tmp_home):
 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
-    monkeypatch.setattr(download, "BACKOFF_S", 0.05)
+    monkeypatch.setattr("localq.download.transfer.BACKOFF_S", 0.05)
 
 
 def sha256_of(path) -> str:

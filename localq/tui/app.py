@@ -128,7 +128,7 @@ class LocalqApp(App):
     @work(thread=True, exclusive=True, group="index")
     def prepare_index(self) -> None:
         """Open (and migrate) the index, index the starter model, then decide on the welcome screen."""
-        from localq.download import pulls_to_resume
+        from localq.store.pulls import pulls_to_resume
         from localq.starter import ensure_starter
         from localq.tui.screens.base import index_db, report_error
 

@@ -214,7 +214,7 @@ class PullManager:
         self.app.post_message(PullChanged(job))
 
     def _mark(self, ref: str, status: str, error: str | None) -> None:
-        from localq.download import mark_pull
+        from localq.store.pulls import mark_pull
 
         try:
             with index_db() as db:
