@@ -140,3 +140,32 @@ async def test_help_has_a_title_and_says_how_to_close_it(tmp_home):
         await pilot.press("q")
         await settle(pilot)
         assert type(app.screen).__name__ == "ModelsScreen"
+        # A section key closes the help and opens the section ...
+        await pilot.press("question_mark")
+        await settle(pilot)
+        await pilot.press(f"alt+{section_key('hardware')}")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "HardwareScreen"
+        # ... but leaves a question unanswered alone: the delete confirmation stays.
+        await pilot.press(f"alt+{section_key('models')}", "d")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ConfirmDialog"
+        await pilot.press(f"alt+{section_key('hardware')}")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ConfirmDialog"
+        await pilot.press("n")
+
+
+@run_async
+async def test_every_footer_fits_at_80x24_and_chats_at_120(tmp_home):
+    for size in ((80, 24), (120, 30)):
+        app = LocalqApp(profile=laptop_8gb(), first_start=False)
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            for section in SECTIONS:
+                await pilot.press(f"alt+{section_key(section.key)}")
+                await settle(pilot)
+                footer = screen_text(app).splitlines()[-1]
+                # The last keys shown are the app's: when they are whole, nothing before them was cut.
+                assert f"? help  alt+1-{len(SECTIONS)} sections" in footer.replace("? help alt", "? help  alt"), \
+                    (size, section.key, footer)

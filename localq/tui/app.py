@@ -35,7 +35,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 
 from localq.paths import get_paths
-from localq.tui.navigation import SECTIONS, Section, keys_line, section_keys
+from localq.tui.navigation import SECTIONS, Section, keys_line, open_section, section_keys, switch_section
 
 THEMES = ("textual-dark", "textual-light")
 
@@ -190,24 +190,12 @@ class LocalqApp(App):
     # --- sections -----------------------------------------------------------------
 
     def action_section(self, key: str) -> None:
-        """Switch to a section; ignored while a modal dialog is open."""
-        if isinstance(self.screen, ModalScreen) or key not in self.MODES:
-            return
-        self._close_overlays()
-        self.switch_mode(key)
-
-    def _close_overlays(self) -> None:
-        """Pop modal dialogs and the welcome screen, so a section shows its own screen."""
-        while len(self.screen_stack) > 1 and (
-            isinstance(self.screen, ModalScreen) or getattr(self.screen, "CLOSE_ON_SECTION", False)
-        ):
-            self.pop_screen()
+        """Switch to a section (``localq.tui.navigation.switch_section``)."""
+        switch_section(self, key)
 
     async def open_section(self, key: str):
         """Switch to a section (closing any dialog or the welcome screen) and return its screen."""
-        self._close_overlays()
-        await self.switch_mode(key)
-        return self._screen_stacks[key][0]
+        return await open_section(self, key)
 
     # --- help, palette, theme --------------------------------------------------------
 

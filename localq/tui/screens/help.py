@@ -48,6 +48,7 @@ class HelpScreen(ModalScreen[None]):
     """Every binding, by section, under a title that says how to close it."""
 
     BINDINGS = [Binding("escape,q,question_mark", "close", "close")]
+    CLOSE_ON_SECTION = True  # a section key closes it and opens that section
     CLOSE_KEYS = "esc, q or ? closes"
 
     def compose(self) -> ComposeResult:

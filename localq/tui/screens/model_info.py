@@ -22,6 +22,7 @@ class ModelInfoScreen(ModalScreen[None]):
     """Everything the GGUF header says about one installed variant."""
 
     BINDINGS = [Binding("escape,q,i", "close", "close")]
+    CLOSE_ON_SECTION = True  # a section key closes it and opens that section
 
     def __init__(self, variant) -> None:
         super().__init__(classes="dialog")
