@@ -91,7 +91,7 @@ class LocalqApp(App):
     def __init__(self, profile=None, *, first_start: bool | None = None, start_section: str = "models"):
         """``profile``: use this machine profile instead of probing (tests, screenshots).
         ``first_start``: force the welcome screen on or off; None: on only if it was never shown."""
-        from localq.tui.screens.downloads import PullManager
+        from localq.tui.pulls import PullManager
 
         super().__init__()
         self.pulls = PullManager(self)
