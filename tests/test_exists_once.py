@@ -96,7 +96,7 @@ def test_verify_failure_is_one_message():
 def test_generation_params_merge_once():
     from localq.backends.base import GenerationParams
     from localq.chat.params import merge_params, parse_param_texts
-    from localq.cli import generation_params
+    from localq.cli.common import generation_params
 
     stored = {"temperature": 0.2, "seed": 7, "n_ctx": 1024}
     from_cli = generation_params({"top_k": 10, "temperature": None}, stored)
