@@ -399,10 +399,10 @@ def default_quant(model, quants: dict[str, int]) -> tuple[str, str, str]:
     sized, so :func:`fallback_quant` decides.
     """
     if model is not None:
-        from localq.probe import probe
+        from localq.machine import machine_profile
         from localq.recommend import choose_quant_for_pull
 
-        chosen = choose_quant_for_pull(probe(), model, sorted(quants, key=lambda q: quants[q]))
+        chosen = choose_quant_for_pull(machine_profile(), model, sorted(quants, key=lambda q: quants[q]))
         if not isinstance(chosen, str) or not chosen:
             raise HubError(f"the recommender found no quant of {model.ref} among {', '.join(sorted(quants))}",
                            f"name one, e.g. {model.ref}-{fallback_quant(quants)}")

@@ -40,10 +40,10 @@ def test_rate_meter_measures_over_its_window():
 
 
 def test_recommend_without_a_model_lists_the_welcome_screens_pulls(tmp_home):
-    from localq.probe import probe
+    from localq.machine import machine_profile
     from localq.suggest import COMFORTABLE_TPS, suggested_pulls
 
-    expected = [s.to_dict() for s in suggested_pulls(probe())]
+    expected = [s.to_dict() for s in suggested_pulls(machine_profile())]
     result = CliRunner().invoke(cli, ["recommend", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == expected

@@ -15,9 +15,9 @@ from localq.errors import LocalqError
 @click.option("--remeasure", is_flag=True, help="Measure the memory bandwidth again instead of reusing it.")
 def probe_command(as_json: bool, remeasure: bool) -> None:
     """Show this machine: CPU, memory, GPUs, bandwidth and the backends that can run."""
-    from localq.probe import probe
+    from localq.machine import machine_profile
 
-    profile = probe(remeasure=remeasure)
+    profile = machine_profile(remeasure=remeasure)
     if as_json:
         print_json(profile.to_dict())
         return
@@ -41,13 +41,13 @@ def recommend_command(model: str | None, ctx: int | None, prefer: str, as_json: 
     import math
 
     if model is None:
-        from localq.probe import probe
+        from localq.machine import machine_profile
         from localq.suggest import suggested_pulls
 
-        return print_suggestions(suggested_pulls(probe(), context=ctx, prefer=prefer), as_json)
+        return print_suggestions(suggested_pulls(machine_profile(), context=ctx, prefer=prefer), as_json)
 
     from localq.names import expand_path, parse
-    from localq.probe import probe
+    from localq.machine import machine_profile
     from localq.recommend import ACCEPTABLE_PPL_DELTA, ModelSpec, find_model, recommend
 
     ref = parse(model)
@@ -64,7 +64,7 @@ def recommend_command(model: str | None, ctx: int | None, prefer: str, as_json: 
     else:
         raise LocalqError(f"recommend needs a catalog model or a GGUF file, not the Hub repository {model!r}",
                           "use a catalog name such as llama3.1:8b (see `localq catalog`)")
-    rec = recommend(probe(), spec, ctx, prefer, quants=quants, floor=floor)
+    rec = recommend(machine_profile(), spec, ctx, prefer, quants=quants, floor=floor)
     if as_json:
         print_json(rec.to_dict())
         return

@@ -117,9 +117,9 @@ class LocalqApp(App):
         from localq.tui.screens.base import report_error
 
         try:
-            from localq.probe import probe
+            from localq.machine import machine_profile
 
-            profile = probe(remeasure=remeasure)
+            profile = machine_profile(remeasure=remeasure)
         except Exception as exc:  # the probe fails soft, but never let it take the app down
             report_error(self, exc)
             return
