@@ -54,6 +54,29 @@ class PullResult:
         }
 
 
+def recommended_quant(model, quants: dict[str, int]) -> tuple[str, str, str] | None:
+    """The quant a pull takes when none is named: the recommender's choice for this machine.
+
+    ``model`` is the catalog entry (None for a repository the catalog does not
+    know: then None, and the Hub's fallback decides). The recommender's errors,
+    such as no offered quant fitting this machine, or no quant it can size among
+    those offered, stop the pull.
+    """
+    if model is None:
+        return None
+    from localq.machine import machine_profile
+    from localq.recommend import choose_quant_for_pull
+
+    chosen = choose_quant_for_pull(machine_profile(), model, sorted(quants, key=lambda q: quants[q]))
+    if not isinstance(chosen, str) or not chosen:
+        from localq.hub import fallback_quant
+
+        raise HubError(f"the recommender found no quant of {model.ref} among {', '.join(sorted(quants))}",
+                       f"name one, e.g. {model.ref}-{fallback_quant(quants)}")
+    quant = chosen.lower()
+    return quant, "recommended", f"{quant.upper()}: the best fit for this machine (see `localq recommend {model.ref}`)"
+
+
 def check_free_space(plan: PullPlan) -> int:
     """Bytes this plan still needs on disk; StoreError when the disk has less free."""
     needed = 0
@@ -90,7 +113,8 @@ def pull(
 
     ``offline`` (default: ``HF_HUB_OFFLINE``) answers from the index only.
     ``max_rate`` caps the bandwidth (bytes/s, or text like ``5M``).
-    ``choose_quant`` overrides the recommender when ``ref`` names no quant.
+    When ``ref`` names no quant, ``choose_quant`` picks it (see ``hub.resolve``);
+    by default the recommender does, for this machine (``recommended_quant``).
     Raises LocalqError subclasses with what to do; KeyboardInterrupt leaves the
     partial downloads for the next pull and the index as it was.
     """
@@ -106,7 +130,7 @@ def pull(
         return _pull_offline(db, ref, on_progress)
     rate = parse_rate(max_rate)
     try:
-        plan = resolve(ref, revision=revision, choose_quant=choose_quant)
+        plan = resolve(ref, revision=revision, choose_quant=choose_quant or recommended_quant)
     except HubError as exc:
         installed = find(db, ref) if getattr(exc, "unreachable", False) and revision is None else []
         if not installed:
