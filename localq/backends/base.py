@@ -21,7 +21,7 @@ party's. A backend module must stay cheap to import: its heavy library
 (llama_cpp, mlx, torch) is imported inside ``load()``.
 
 Everything generic lives here, once: parameter validation, context trimming
-(``localq.chat.context``), turning an unexpected failure into a ``Done`` with
+(``localq.backends.context``), turning an unexpected failure into a ``Done`` with
 ``finish_reason="error"``. A backend implements ``encode_chat`` (apply the chat
 template and tokenize), ``generate`` (the decode loop) and ``close``.
 """
@@ -323,7 +323,7 @@ class Session(ABC):
 
     def stream(self, messages: Sequence[dict], params: GenerationParams | None = None) -> Iterator[Event]:
         """Reply to a conversation, trimming its oldest turns if it outgrows the context."""
-        from localq.chat.context import fit_messages
+        from localq.backends.context import fit_messages
 
         started = time.perf_counter()
         self._check_open()

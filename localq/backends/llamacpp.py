@@ -19,7 +19,7 @@ Decisions (``LoadOptions`` fields left as None):
   checks weights + KV cache + overhead against available RAM (``check_fits``),
   a load with GPU layers checks the plan's VRAM and RAM parts
   (``check_offload_fits``); both are ``localq.recommend``'s estimates.
-- The chat template comes from the GGUF metadata (``localq.chat.templates``);
+- The chat template comes from the GGUF metadata (``localq.backends.templates``);
   a reply stops at any end-of-generation token the vocabulary declares.
 - Consecutive turns reuse the KV cache: only the tokens after the longest
   common prefix with the previous prompt are evaluated.
@@ -442,7 +442,7 @@ class LlamaCppSession(Session):
     def __init__(self, lib, model, ctx, info, *, n_ctx: int, n_threads: int, n_batch: int,
                  n_gpu_layers: int, flash_attn: str = "auto", **identity):
         super().__init__(n_ctx=n_ctx, n_threads=n_threads, **identity)
-        from localq.chat.templates import ChatTemplate
+        from localq.backends.templates import ChatTemplate
 
         self._lib = lib
         self._model = model
