@@ -212,3 +212,8 @@ async def test_models_last_used_follows_a_chat_and_the_context_is_settable(tmp_h
         await set_params(pilot, n_ctx="512", temperature="0.1")
         await wait_until(pilot, lambda: chat.session is not None and chat.session.n_ctx == 512)
         assert chat.conversation.params.temperature == 0.1  # the settings survive the reload
+        # Longer than the model was trained for: the backend's one-line error, and the model stays loaded.
+        await set_params(pilot, n_ctx="100000")
+        await wait_until(pilot, lambda: any("larger than the model's trained context" in t for _, t in seen))
+        await wait_until(pilot, lambda: chat._loading is None)
+        assert chat.session.n_ctx == 512 and chat.n_ctx == 512

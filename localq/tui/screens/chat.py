@@ -243,6 +243,8 @@ class ChatScreen(SectionScreen):
 
     def _load_failed(self, ref: str) -> None:
         self._loading = None
+        # A context the model refused (longer than it was trained for) is not kept for the next load.
+        self.n_ctx = self.session.n_ctx if self.session is not None else None
         self.set_status(f"could not load {ref}" if self.session is None else self.model_status())
 
     def _loaded(self, session, conversation, ref: str | None = None) -> None:
