@@ -41,7 +41,7 @@ def test_rate_meter_measures_over_its_window():
 
 def test_recommend_without_a_model_lists_the_welcome_screens_pulls(tmp_home):
     from localq.machine import machine_profile
-    from localq.suggest import COMFORTABLE_TPS, suggested_pulls
+    from localq.recommend.suggest import COMFORTABLE_TPS, suggested_pulls
 
     expected = [s.to_dict() for s in suggested_pulls(machine_profile())]
     result = CliRunner().invoke(cli, ["recommend", "--json"])
@@ -57,7 +57,7 @@ def test_recommend_without_a_model_lists_the_welcome_screens_pulls(tmp_home):
 def test_suggested_pulls_are_comfortable_and_biggest_first():
     from localq.catalog import load_catalog
     from localq.recommend import recommend
-    from localq.suggest import COMFORTABLE_TPS, SUGGESTIONS, suggested_pulls
+    from localq.recommend.suggest import COMFORTABLE_TPS, SUGGESTIONS, suggested_pulls
 
     found = suggested_pulls(laptop_8gb())
     assert 0 < len(found) <= SUGGESTIONS

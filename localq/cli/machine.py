@@ -42,7 +42,7 @@ def recommend_command(model: str | None, ctx: int | None, prefer: str, as_json: 
 
     if model is None:
         from localq.machine import machine_profile
-        from localq.suggest import suggested_pulls
+        from localq.recommend.suggest import suggested_pulls
 
         return print_suggestions(suggested_pulls(machine_profile(), context=ctx, prefer=prefer), as_json)
 

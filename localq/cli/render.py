@@ -117,12 +117,12 @@ def print_profile(profile) -> None:
 
 
 def print_suggestions(found, as_json: bool) -> None:
-    """``localq recommend`` with no model: the recommended pulls (``localq.suggest.Suggestion``)."""
+    """``localq recommend`` with no model: the recommended pulls (``localq.recommend.suggest.Suggestion``)."""
     from rich.console import Console
     from rich.table import Table
 
     from localq.backends import backend_label
-    from localq.suggest import COMFORTABLE_TPS
+    from localq.recommend.suggest import COMFORTABLE_TPS
     from localq.units import size
 
     if as_json:

@@ -28,7 +28,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
 from localq.backends import backend_label
-from localq.suggest import comfortable, pull_ref
+from localq.recommend.suggest import comfortable, pull_ref
 from localq.tui.screens.base import SectionScreen, show_error
 from localq.units import size
 

@@ -4,7 +4,7 @@ Shown when the index holds nothing but the starter model. It shows the probe
 as it runs (the app's probe worker; the machine's lines appear when it
 answers), then offers: chat with the starter model now, the catalog filtered
 to what fits (recommended first), and the few pulls the recommender likes
-best here (``localq.suggest.suggested_pulls``, which ``localq recommend``
+best here (``localq.recommend.suggest.suggested_pulls``, which ``localq recommend``
 with no model prints too): the largest catalog models that fit and still run
 at a comfortable speed, each with its quant, size and estimated tokens/s.
 """
@@ -58,7 +58,7 @@ class WelcomeScreen(Screen):
     def show_profile(self, profile) -> None:
         if profile is None:
             return
-        from localq.suggest import suggested_pulls
+        from localq.recommend.suggest import suggested_pulls
 
         self.query_one("#welcome-probing").display = False
         lines = [machine_summary(profile)]

@@ -5,15 +5,16 @@ the largest that fit and still run at ``COMFORTABLE_TPS`` or more, each with
 its chosen plan. ``pull_ref`` is the reference that pulls a quant of a catalog
 model (None for quants no Hub repository holds: localq makes INT4 itself).
 
-``COMFORTABLE_TPS`` is the one "comfortable speed": a reply you read as it is
-written. The Discover screen's "fits" ordering uses it too.
+``COMFORTABLE_TPS`` (``recommend.policy``) is the one "comfortable speed": a
+reply you read as it is written. The Discover screen's "fits" order uses it too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-COMFORTABLE_TPS = 8.0   # tokens/s: a reply you read as it is written
+from localq.recommend.policy import COMFORTABLE_TPS
+
 SUGGESTIONS = 4
 
 
