@@ -6,7 +6,7 @@ from recorded_machines import laptop_8gb
 from tui_pilot import record_notifications, run_async, screen_text, settle, wait_until
 
 from localq.tui.app import LocalqApp
-from localq.tui.screens.chat import parse_params
+from localq.tui.chat_settings import parse_params
 
 
 def stored_chats():

@@ -1,5 +1,9 @@
 """The Chat section: talk to a model, with replies streaming as rendered Markdown.
 
+(Over 400 lines on purpose: loading, streaming, the past-chats sidebar and the
+settings all act on one conversation, its session and the reply being drawn;
+what needs none of that state is in ``localq.tui.chat_settings``.)
+
 The services are the CLI's: ``chat.conversation.open_session`` loads the model
 with the right backend, ``Conversation.send`` streams a reply and records the
 turn, ``chat.history`` lists and loads past chats.
@@ -38,61 +42,11 @@ from textual.message import Message
 from textual.widgets import Input, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
-from localq.defaults import DEFAULT_CONTEXT, MIN_CONTEXT
 from localq.errors import LocalqError
+from localq.tui.chat_settings import CONTEXT_FIELD, PARAM_FIELDS, default_model, parse_context, parse_params
 from localq.tui.screens.base import SectionScreen, index_db, report_error, show_error
 
-# The sampling parameters the ctrl+o dialog edits, with their labels (localq.chat.params.PARAM_NAMES).
-PARAM_FIELDS = [
-    ("temperature", "temperature", "0 = greedy"),
-    ("top_p", "top_p", "1 = off"),
-    ("top_k", "top_k", "0 = off"),
-    ("min_p", "min_p", "0 = off"),
-    ("repeat_penalty", "repeat_penalty", "1 = off"),
-    ("max_tokens", "max_tokens", "empty: until the model stops"),
-    ("seed", "seed", "empty: random"),
-]
 REPLY_FRAME_S = 0.05  # the reply is redrawn at most 20 times a second
-
-
-CONTEXT_FIELD = ("n_ctx", "context (tokens)", f"at least {MIN_CONTEXT}; empty: {DEFAULT_CONTEXT} or the model's")
-
-
-def parse_context(text) -> int | None:
-    """The context length from the dialog's field: None when empty; LocalqError when not a usable size."""
-    from localq.backends.base import LoadOptions
-
-    text = str(text).strip()
-    if not text:
-        return None
-    try:
-        n_ctx = int(text)
-    except ValueError:
-        raise LocalqError(f"the context must be a whole number of tokens, not {text!r}") from None
-    LoadOptions(n_ctx=n_ctx).validate()
-    return n_ctx
-
-
-def parse_params(values: dict, current):
-    """New ``GenerationParams`` from the dialog's text fields; LocalqError names a bad one."""
-    from localq.chat.params import merge_params, parse_param_texts
-
-    return merge_params(current, parse_param_texts(values))
-
-
-def default_model(db) -> str | None:
-    """The model a chat opens with when none was chosen: the one used last, else the starter."""
-    from localq.starter import STARTER_REF
-    from localq.store.index import find, list_variants
-
-    variants = list_variants(db)
-    used = sorted((v for v in variants if v.last_used), key=lambda v: v.last_used, reverse=True)
-    if used:
-        return used[0].ref
-    starter = find(db, STARTER_REF)
-    if starter:
-        return starter[0].ref
-    return variants[0].ref if variants else None
 
 
 class Reply(Message):
