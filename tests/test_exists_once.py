@@ -56,14 +56,14 @@ def test_recommend_without_a_model_lists_the_welcome_screens_pulls(tmp_home):
 
 def test_suggested_pulls_are_comfortable_and_biggest_first():
     from localq.catalog import load_catalog
-    from localq.recommend import recommend
+    from localq.recommend import recommend_pull
     from localq.recommend.suggest import COMFORTABLE_TPS, SUGGESTIONS, suggested_pulls
 
     found = suggested_pulls(laptop_8gb())
     assert 0 < len(found) <= SUGGESTIONS
     assert [s.model.parameters for s in found] == sorted((s.model.parameters for s in found), reverse=True)
     comfortable = [m for m in load_catalog()
-                   if (c := recommend(laptop_8gb(), m).choice) and c.fits and c.tokens_per_second >= COMFORTABLE_TPS
+                   if (c := recommend_pull(laptop_8gb(), m).choice) and c.fits and c.tokens_per_second >= COMFORTABLE_TPS
                    and not c.quant.startswith("int4")]
     biggest = sorted(comfortable, key=lambda m: -m.parameters)[:SUGGESTIONS]
     assert [s.model.ref for s in found] == [m.ref for m in biggest]

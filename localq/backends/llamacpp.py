@@ -99,7 +99,8 @@ def default_gpu_layers(info, profile=None, *, build_offloads: bool, n_ctx: int =
 
 def check_offload_fits(info, n_ctx: int, n_gpu_layers: int, profile, name: str) -> None:
     """The memory check of a load with layers on the GPU: the plan's VRAM and RAM parts."""
-    from localq.recommend import ModelSpec, offload_plan, size
+    from localq.recommend import ModelSpec, offload_plan
+    from localq.units import size
 
     try:
         spec = ModelSpec.from_gguf_info(info)
