@@ -1,5 +1,10 @@
 """Hub resolution: from a model reference to the exact files to download.
 
+(Over 400 lines: one reference goes through the catalog, the Hub's listing (which is not
+trusted: paths, sizes and digests are checked), GGUF split sets, MLX and safetensors
+repositories; the parts share the listing's parsing. Splitting by repository kind is the
+next step.)
+
 ``resolve`` turns what a user typed into a :class:`PullPlan`: the repository,
 the commit it stands at, and every file to fetch with its size and the sha256
 the Hub's LFS records for it. Nothing is downloaded here except two small JSON

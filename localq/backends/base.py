@@ -1,5 +1,9 @@
 """The backend interface: what runs a model, and the events a reply streams.
 
+(Over 400 lines: the whole contract a backend implements, its parameters, options and
+their validation, and the prompt handling every Session.stream shares, in one file a
+backend's author reads once.)
+
 A ``Backend`` says which model formats it runs (``formats``) and whether it can
 run here (``available(profile)``); ``load(model, options)`` returns a
 ``Session`` holding the model in memory. ``Session.stream(messages, params)``

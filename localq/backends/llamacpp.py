@@ -1,5 +1,8 @@
 """The llama.cpp backend: GGUF models on CPU (and GPU when the build offloads), via llama-cpp-python.
 
+(Over 400 lines: one engine's loading, memory and offload checks, tokenization, the
+generation loop and KV-cache reuse all act on the same llama.cpp handles.)
+
 Why the low-level API: llama-cpp-python's ``Llama.create_completion`` does
 Python work per token (logits copies, stop-string scans, dict building) that
 costs 10-15 % of decode speed on a small model. Here the decode loop calls
