@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
@@ -59,7 +58,9 @@ def test_list_chats_newest_first_with_message_counts(db):
 
 def test_a_failed_write_leaves_nothing(db):
     chat = Chat(model="m")
-    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL constraint failed: messages.content"):
+    from localq.errors import IndexDatabaseError
+
+    with pytest.raises(IndexDatabaseError, match="NOT NULL constraint failed: messages.content"):
         save_turn(db, chat, [Message("user", "hi"), Message("robot", None)])   # the second row fails
     assert count(db, "chats") == 0 and count(db, "messages") == 0
 
