@@ -8,9 +8,10 @@ probe to measure and store the bandwidth (and reports how long that took), then
 times, each as the best and median of --runs:
 
 - the reference: a bare interpreter start, `python -c pass`;
-- a probe in a new process: `python -c "from localq.probe import probe; probe()"`;
+- a probe in a new process: `python -c "from localq.machine import machine_profile; machine_profile()"`
+  (the probe with the stored bandwidth, as the CLI and the app run it);
 - `localq probe --json` in a new process;
-- `probe()` inside this process (no interpreter start).
+- `machine_profile()` inside this process (no interpreter start).
 
 and prints the probe's times as ratios to the reference, plus which heavy
 libraries (numpy, torch, mlx, llama_cpp, pynvml, sqlite_utils) a stored-bandwidth
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 
-PROBE = "from localq.probe import probe; probe()"
+PROBE = "from localq.machine import machine_profile; machine_profile()"
 HEAVY = ("numpy", "torch", "mlx", "llama_cpp", "pynvml", "sqlite_utils", "amdsmi")
 
 
@@ -56,12 +57,12 @@ def main() -> None:
         fresh = timed([sys.executable, "-c", PROBE], args.runs, env)
         cli = timed([sys.executable, "-m", "localq.cli", "probe", "--json"], args.runs, env)
 
-        from localq.probe import probe
+        from localq.machine import machine_profile
 
         in_process = []
         for _ in range(args.runs):
             t = time.perf_counter()
-            profile = probe()
+            profile = machine_profile()
             in_process.append(time.perf_counter() - t)
         check = subprocess.run(
             [sys.executable, "-c", f"{PROBE}; import sys; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"],
@@ -74,10 +75,10 @@ def main() -> None:
     print(f"first probe (measures bandwidth), new process: {first:.3f} s")
     print(f"{'':34} {'best':>8} {'median':>8} {'best / python -c pass':>22}")
     print(f"{'python -c pass (reference)':34} {ref_best:8.3f} {ref_median:8.3f} {1.0:22.2f}")
-    for label, (best, median) in (("probe(), new process", fresh), ("localq probe --json", cli)):
+    for label, (best, median) in (("machine_profile(), new process", fresh), ("localq probe --json", cli)):
         print(f"{label:34} {best:8.3f} {median:8.3f} {best / ref_best:22.2f}")
     best, median = min(in_process), statistics.median(in_process)
-    print(f"{'probe(), in this process':34} {best:8.3f} {median:8.3f} {best / ref_best:22.2f}")
+    print(f"{'machine_profile(), in this process':34} {best:8.3f} {median:8.3f} {best / ref_best:22.2f}")
     print(f"heavy modules a stored-bandwidth probe imports: {check or 'none'}")
     verdict = "under" if cli[1] < 1.0 else "OVER"
     print(f"`localq probe --json` median {cli[1]:.3f} s: {verdict} the 1 s target")

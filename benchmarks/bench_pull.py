@@ -112,7 +112,7 @@ def run_cli(work: Path, ref: str) -> dict:
     The home is made first, untimed, as a user's first command makes it: the
     index created and the starter model indexed (once per home, not per pull).
     """
-    from localq.cli import open_db
+    from localq.cli.common import open_db
 
     home = work / "localq-cli-home"
     shutil.rmtree(home, ignore_errors=True)

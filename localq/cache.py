@@ -12,15 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localq.errors import LocalqError
 from localq.paths import get_paths
 from localq.store import blobs
 from localq.store.index import (
-    Variant,
-    find,
-    list_variants,
-    referenced_blobs,
-    remove_variant,
-    resolve,
+    Variant, find, list_variants, not_installed, referenced_blobs, remove_variant, resolve,
 )
 
 STALE_PARTIAL_S = 7 * 24 * 3600
@@ -54,11 +50,26 @@ def verify(db, ref: str | None = None, on_progress=None) -> list[VerifyResult]:
     return results
 
 
-def remove(db, ref: str) -> tuple[list[Variant], int]:
-    """Remove the variants a reference names (all quants of a model if it names none); return them and bytes freed."""
+def verify_failure(results: list[VerifyResult]) -> LocalqError | None:
+    """The error for the results that failed, in the words the CLI and the app both use; None if all passed."""
+    bad = [r for r in results if not r.ok]
+    if not bad:
+        return None
+    return LocalqError(f"{len(bad)} model(s) failed verification",
+                       "remove them with `localq rm REF` and pull or import them again")
+
+
+def removable(db, ref: str) -> list[Variant]:
+    """The installed variants ``rm REF`` removes; ModelNotFound (no pull advice) when there are none."""
     variants = find(db, ref)
     if not variants:
-        resolve(db, ref)  # raises the not-installed error with its hint
+        raise not_installed(db, ref)
+    return variants
+
+
+def remove(db, ref: str) -> tuple[list[Variant], int]:
+    """Remove the variants a reference names (all quants of a model if it names none); return them and bytes freed."""
+    variants = removable(db, ref)
     freed = sum(remove_variant(db, v.id) for v in variants)
     return variants, freed
 
@@ -101,7 +112,7 @@ class PrunePlan:
 
 def plan_prune(db, now: float | None = None) -> PrunePlan:
     """What ``prune`` would delete. Partials newer than a week are kept: a pull may resume them."""
-    from localq.download import unfinished_pull_blobs
+    from localq.store.pulls import unfinished_pull_blobs
 
     now = time.time() if now is None else now
     used = referenced_blobs(db) | unfinished_pull_blobs(db)
@@ -117,7 +128,8 @@ def plan_prune(db, now: float | None = None) -> PrunePlan:
 
 def prune(db, plan: PrunePlan) -> int:
     """Delete what ``plan`` lists, re-checking that no blob became used since; return bytes freed."""
-    from localq.download import _FileLock, unfinished_pull_blobs
+    from localq.download.locks import FileLock
+    from localq.store.pulls import unfinished_pull_blobs
 
     used = referenced_blobs(db) | unfinished_pull_blobs(db)
     freed = sum(blobs.remove(sha) for sha in plan.orphan_blobs if sha not in used)
@@ -125,7 +137,7 @@ def prune(db, plan: PrunePlan) -> int:
         # A partial (or a pull's lock) in use by a pull of another process is never deleted.
         lock = None
         if path.suffix in (".partial", ".lock") and path.parent == get_paths().partials:
-            lock = _FileLock(path.with_suffix(".lock"))
+            lock = FileLock(path.with_suffix(".lock"))
             if not lock.try_acquire():
                 lock.release()
                 continue
@@ -142,13 +154,3 @@ def prune(db, plan: PrunePlan) -> int:
                 lock.release()
     return freed
 
-
-def human_size(n: float | None) -> str:
-    """Bytes as a short human string: 98.4 MB, 4.9 GB."""
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"

@@ -1,5 +1,9 @@
 """GGUF metadata: what a model file is, read from its header alone.
 
+(Over 400 lines: the reader of one binary format (typed values, strings, arrays, tensor
+descriptions, each bounded against hostile files) and the facts derived from it; the
+checks llama.cpp would assert on are in gguf_checks.py.)
+
 A GGUF file is a small header, a list of typed key/value pairs (architecture
 numbers, tokenizer, chat template), a list of tensor descriptions (name, shape,
 type, offset) and then the tensor data, aligned. ``read_gguf_info`` walks the

@@ -1,5 +1,10 @@
 """Hub resolution: from a model reference to the exact files to download.
 
+(Over 400 lines: one reference goes through the catalog, the Hub's listing (which is not
+trusted: paths, sizes and digests are checked), GGUF split sets, MLX and safetensors
+repositories; the parts share the listing's parsing. Splitting by repository kind is the
+next step.)
+
 ``resolve`` turns what a user typed into a :class:`PullPlan`: the repository,
 the commit it stands at, and every file to fetch with its size and the sha256
 the Hub's LFS records for it. Nothing is downloaded here except two small JSON
@@ -17,9 +22,11 @@ How references map to files:
   quant that is no such word matches as a whole word of the name instead.
 - A split set (``NAME-00001-of-00003.gguf`` ...) is one model: all its parts.
 - ``mmproj`` and ``imatrix`` files are sidecars, never the model.
-- No quant named: the recommender's choice among the quants the repository has,
-  for models the catalog knows (an ``hf.co`` reference to a catalog repository
-  counts); otherwise Q4_K_M or the nearest quant present (see :func:`default_quant`).
+- No quant named: the caller's ``choose_quant`` picks among the quants the
+  repository has (``localq pull`` asks the recommender for this machine: see
+  ``localq.download.orchestrate.recommended_quant``); when it has no answer,
+  Q4_K_M or the nearest quant present (:func:`fallback_quant`). Resolution
+  itself has no policy: it neither probes the machine nor recommends.
 - A repository with no GGUF but safetensors weights: ``config.json``, the
   tokenizer files, the weights and their index. Indexed as format ``mlx`` with
   quant ``mlx-<bits>bit`` when the config carries MLX's ``quantization`` block,
@@ -246,7 +253,9 @@ def hub_error(exc: BaseException, repo_id: str, *, revision: str | None = None, 
     if status is not None:
         return HubError(f"the Hub answered {status} for {repo_id}", "try again later")
     detail = public_address(str(exc)) if "@" in str(exc) else exc
-    return HubError(f"cannot reach {hub}: {detail}", "check the network connection and HF_ENDPOINT, then try again")
+    error = HubError(f"cannot reach {hub}: {detail}", "check the network connection and HF_ENDPOINT, then try again")
+    error.unreachable = True  # no answer at all: a pull of an installed model can still say it is installed
+    return error
 
 
 def _client_errors() -> tuple[type, ...]:
@@ -410,30 +419,6 @@ def fallback_quant(quants: dict[str, int]) -> str:
     return min(quants, key=lambda q: (quants[q], q))
 
 
-def default_quant(model, quants: dict[str, int]) -> tuple[str, str, str]:
-    """(quant, how, why) for a pull that names no quant.
-
-    For a model the catalog knows, the recommender decides
-    (``localq.recommend.choose_quant_for_pull`` with this machine's probe, the
-    choice ``localq recommend`` shows); its errors, such as no quant fitting this
-    machine, stop the pull. A repository the catalog does not know cannot be
-    sized, so :func:`fallback_quant` decides.
-    """
-    if model is not None:
-        from localq.probe import probe
-        from localq.recommend import choose_quant_for_pull
-
-        chosen = choose_quant_for_pull(probe(), model, sorted(quants, key=lambda q: quants[q]))
-        if not isinstance(chosen, str) or not chosen:
-            raise HubError(f"the recommender found no quant of {model.ref} among {', '.join(sorted(quants))}",
-                           f"name one, e.g. {model.ref}-{fallback_quant(quants)}")
-        quant = chosen.lower()
-        return quant, "recommended", f"{quant.upper()}: the best fit for this machine (see `localq recommend {model.ref}`)"
-    quant = fallback_quant(quants)
-    return quant, "default", (f"{quant.upper()}: the catalog does not know this repository, so localq takes "
-                              "the usual default of Ollama and llama.cpp among the quants it has")
-
-
 # --- resolution ---------------------------------------------------------------
 
 
@@ -441,12 +426,13 @@ def resolve(
     ref: ModelRef | str,
     *,
     revision: str | None = None,
-    choose_quant: Callable[[object, dict[str, int]], str] | None = None,
+    choose_quant: Callable[[object, dict[str, int]], str | tuple[str, str, str] | None] | None = None,
 ) -> PullPlan:
     """The plan for pulling ``ref``: repository, commit, files with sizes and sha256.
 
-    ``choose_quant(catalog_model_or_None, {quant: bytes})`` overrides the
-    recommender when no quant is named (the TUI passes the row the user picked).
+    When ``ref`` names no quant, ``choose_quant(catalog_model_or_None, {quant:
+    bytes})`` picks one: a quant, or (quant, how, why) for the plan's ``choice``
+    and ``reason``, or None to leave it to :func:`fallback_quant`.
     Raises InvalidReference, ModelNotFound or HubError with what to do.
     """
     ref = parse(ref) if isinstance(ref, str) else ref
@@ -629,12 +615,15 @@ def _gguf_plan(base: dict, sets: list[GGUFSet], quant: str | None, entry, repo_i
             return PullPlan(**base, quant=chosen.name.rsplit("/", 1)[-1].lower(), format="gguf",
                             files=chosen.files, available={}, choice="default",
                             reason="the only kind of GGUF in the repository")
-        if choose_quant is not None:
-            quant, choice, reason = choose_quant(entry, quants), "chosen", "chosen by the caller"
+        picked = choose_quant(entry, quants) if choose_quant is not None else None
+        if picked is None:
+            quant, choice = fallback_quant(quants), "default"
+            reason = (f"{quant.upper()}: the catalog does not know this repository, so localq takes "
+                      "the usual default of Ollama and llama.cpp among the quants it has")
+        else:
+            quant, choice, reason = picked if isinstance(picked, tuple) else (picked, "chosen", "chosen by the caller")
             if not isinstance(quant, str) or quant not in quants:
                 raise HubError(f"{repo_id} has no {quant!r} file; it has: {', '.join(sorted(quants))}")
-        else:
-            quant, choice, reason = default_quant(entry, quants)
     model = base["model"]
     suggest = (lambda q: f"{model}-{q}") if base["source_kind"] == "catalog" else (lambda q: f"{model}:{q.upper()}")
     chosen = match_quant(sets, quant, repo_id, suggest)

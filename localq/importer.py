@@ -20,6 +20,7 @@ from pathlib import Path
 
 from localq.errors import BadModelFile, LocalqError
 from localq.names import GGUF_QUANTS, InvalidReference, parse
+from localq.paths import hf_cache_root
 from localq.store import blobs
 from localq.store.index import FileEntry, Variant, add_variant
 
@@ -114,13 +115,6 @@ def import_file(
 
 def ollama_root() -> Path:
     return Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
-
-
-def hf_cache_root() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    hf_home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
-    return Path(hf_home) / "hub"
 
 
 def lmstudio_root() -> Path:

@@ -3,7 +3,8 @@
 By default the platform's own places (platformdirs): data (the blob store and
 the index), cache (partial downloads), config and logs. ``LOCALQ_HOME`` moves
 all of them under one directory, which is what the tests and portable installs
-use.
+use. ``hf_cache_root`` is where the Hugging Face cache lives, which a pull
+reuses and ``localq import --from hf-cache`` reads.
 """
 
 from __future__ import annotations
@@ -55,3 +56,11 @@ def get_paths() -> Paths:
         Path(platformdirs.user_config_dir(APP_NAME)),
         Path(platformdirs.user_log_dir(APP_NAME)),
     )
+
+
+def hf_cache_root() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it: HF_HUB_CACHE, else HF_HOME/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    hf_home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    return Path(hf_home) / "hub"

@@ -170,7 +170,7 @@ def test_a_long_conversation_is_trimmed_and_keeps_the_system_prompt(small_sessio
     assert trimmed.prompt_tokens <= 256 - 8 and done.trimmed_messages == trimmed.dropped_messages
     assert done.prompt_tokens == trimmed.prompt_tokens and done.finish_reason in ("stop", "length")
 
-    from localq.chat.context import fit_messages
+    from localq.backends.context import fit_messages
 
     fitted = fit_messages(messages, small_session.encode_chat, 256, reserve=8)
     assert len(fitted.tokens) == trimmed.prompt_tokens

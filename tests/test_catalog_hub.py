@@ -111,7 +111,8 @@ def _nothing_stored(before) -> bool:
 def test_a_gated_pull_with_no_token_says_so_before_downloading(gated_hub):
     from click.testing import CliRunner
 
-    from localq.cli import cli, open_db
+    from localq.cli import cli
+    from localq.cli.common import open_db
 
     open_db().conn.close()   # the starter model, indexed by any command
     before = _stored()
@@ -142,7 +143,7 @@ def test_a_gated_pull_whose_token_lacks_the_licence_is_refused(gated_hub, monkey
     from localq.cli import cli
 
     monkeypatch.setenv("HF_TOKEN", "hf_someone_who_did_not_accept")
-    from localq.cli import open_db
+    from localq.cli.common import open_db
 
     open_db().conn.close()   # the starter model, indexed by any command
     before = _stored()
@@ -161,7 +162,7 @@ def test_a_gated_pull_with_an_accepted_token_downloads(gated_hub, monkeypatch):
     from localq.cli import cli
 
     monkeypatch.setenv("HF_TOKEN", ACCEPTED_TOKEN)
-    from localq.cli import open_db
+    from localq.cli.common import open_db
 
     open_db().conn.close()   # the starter model, indexed by any command
     before = _stored()

@@ -223,7 +223,7 @@ def test_bench_measures_and_records(tmp_home, smollm2_gguf):
     stored = latest_benchmark(db, resolve(db, "smollm2:135m").id)
     assert stored["decode_tps"] == record["decode_tps"] and stored["params"] == {"n_ctx": 256}
     assert record["flash_attn"] == stored["flash_attn"] == "auto"
-    text = invoke("bench", "smollm2:135m", "--prompt-tokens", "16", "--decode-tokens", "4", "--ctx", "128", "--no-save",
+    text = invoke("bench", "smollm2:135m", "--prompt-tokens", "16", "--decode-tokens", "4", "--ctx", "256", "--no-save",
                   "--flash-attn", "off")
     assert "decode       4 tokens at" in text.output and "flash attention off" in text.output
     assert latest_benchmark(db, resolve(db, "smollm2:135m").id)["id"] == stored["id"]

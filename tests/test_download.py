@@ -10,7 +10,7 @@ import time
 import pytest
 from hub_server import GGUF_REPO, SOURCE_REPO, TINY_REPO
 
-from localq import download
+from localq import units
 from localq.download import PullEvent, parse_rate, pull
 from localq.errors import BadModelFile, HubError, InvalidReference, StoreError
 from localq.paths import get_paths
@@ -30,7 +30,7 @@ def db(tmp_home):
 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
-    monkeypatch.setattr(download, "BACKOFF_S", 0.05)
+    monkeypatch.setattr("localq.download.transfer.BACKOFF_S", 0.05)
 
 
 def sha256_of(path) -> str:
@@ -191,7 +191,7 @@ def test_retries_give_up_and_keep_the_partial(fake_hub, db):
         pull(f"hf.co/{TINY_REPO}", db=db, retries=2)
     size = fake_hub.file(TINY_REPO, TINY).size
     assert caught.value.message.startswith(f"gave up on {TINY} after 3 failed attempts in a row (connection dropped: ")
-    assert caught.value.message.endswith(f"; 3.0 MB of {size / 1e6:.1f} MB are kept")
+    assert caught.value.message.endswith(f"; {units.size(3_000_000)} of {units.size(size)} are kept")
     assert caught.value.hint == "run the same command to resume"
     assert (get_paths().partials / f"sha256-{fake_hub.file(TINY_REPO, TINY).sha256}.partial").stat().st_size == 3_000_000
     assert list_variants(db) == []
@@ -211,7 +211,7 @@ def test_not_enough_disk_space_is_said_before_anything_is_fetched(fake_hub, db):
     fake_hub.fault("size", TINY, size=10**15)
     with pytest.raises(StoreError) as caught:
         pull(f"hf.co/{TINY_REPO}", db=db)
-    assert caught.value.message.startswith(f"not enough disk space for hf.co/{TINY_REPO}: it needs 1000.0 TB, ")
+    assert caught.value.message.startswith(f"not enough disk space for hf.co/{TINY_REPO}: it needs {units.size(10**15)}, ")
     assert f"free in {get_paths().data}" in caught.value.message
     assert fake_hub.bytes_sent() == 0
 
@@ -274,7 +274,7 @@ def test_offline_says_what_is_missing(fake_hub, db, monkeypatch):
     with pytest.raises(HubError) as caught:
         pull(f"hf.co/{TINY_REPO}", db=db)
     size = fake_hub.file(TINY_REPO, TINY).size
-    assert caught.value.message == f"offline: hf.co/{TINY_REPO} is not installed (2.0 MB of {size / 1e6:.1f} MB downloaded so far)"
+    assert caught.value.message == f"offline: hf.co/{TINY_REPO} is not installed ({units.size(2_000_000)} of {units.size(size)} downloaded so far)"
 
 
 # --- rates -------------------------------------------------------------------

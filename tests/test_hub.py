@@ -93,13 +93,17 @@ def test_catalog_name_and_tag_resolve_to_the_catalog_repository(fake_hub):
 
 
 def test_no_quant_takes_the_recommenders_choice_for_a_catalog_model(fake_hub):
-    plan = hub.resolve("smollm2:135m")
+    from localq.download.orchestrate import recommended_quant
+
+    plan = hub.resolve("smollm2:135m", choose_quant=recommended_quant)  # what `localq pull` passes
     # A 135M model fits any machine the suite runs on and decodes far beyond a reader's
     # speed, so the balanced choice is the offered quant that loses least: Q8_0, not the
     # Q4_K_M a repository outside the catalog would get.
     assert (plan.quant, plan.choice) == ("q8_0", "recommended")
     assert plan.available == {q: plan.available[q] for q in ("q4_1", "q4_k_m", "q8_0")}
     assert "localq recommend smollm2:135m" in plan.reason
+    # Resolution alone has no policy: without a chooser the Hub's fallback decides.
+    assert hub.resolve("smollm2:135m").choice == "default"
 
 
 def test_no_quant_for_a_repository_the_catalog_does_not_know_takes_q4_k_m(fake_hub):

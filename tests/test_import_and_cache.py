@@ -1,6 +1,5 @@
 """Import (files, other tools' stores, re-indexing blobs), the starter model and the cache commands."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from localq.cli import cli
-from localq.errors import BadModelFile, InvalidReference
+from localq.errors import InvalidReference
 from localq.importer import default_name, import_file, import_from
 from localq.paths import get_paths
 from localq.starter import ensure_starter, starter_gguf
@@ -265,7 +264,7 @@ def test_import_onto_a_full_disk(mounted_tmpfs, monkeypatch, smollm2_gguf):
     open_index()
     result = CliRunner().invoke(cli, ["import", str(smollm2_gguf), "--name", "big"])
     assert result.exit_code == 1
-    assert "disk full while writing blob" in result.output and "needed 98.4 MB" in result.output
+    assert "disk full while writing blob" in result.output and "needed 93.8 MiB" in result.output
     assert blobs.stale_temp_files() == []
     assert [v for v in list_variants(open_index()) if v.model == "big"] == []
 

@@ -20,7 +20,9 @@ from localq.probe.apple import (
     parse_ioreg_gpu_cores, parse_sysctl,
 )
 from localq.probe.backends import llamacpp_gpu_libs, torch_build
-from localq.probe.bandwidth import load_bandwidth, measure_bandwidth, store_bandwidth
+from localq.machine import machine_profile
+from localq.probe.bandwidth import measure_bandwidth
+from localq.store.profiles import load_bandwidth, store_bandwidth
 from localq.probe.cpu import normalize_features, parse_lscpu, parse_proc_cpuinfo
 from localq.probe.memory import apply_cgroup_limit, parse_cgroup_limit, parse_meminfo
 from localq.probe.nvidia import (
@@ -124,7 +126,7 @@ def test_meminfo_in_bytes():
 
 
 def test_meminfo_without_memavailable_estimates_it():
-    text = "\n".join(l for l in read("epyc-2c-proc-meminfo.txt").splitlines() if not l.startswith("MemAvailable"))
+    text = "\n".join(line for line in read("epyc-2c-proc-meminfo.txt").splitlines() if not line.startswith("MemAvailable"))
     assert parse_meminfo(text).available == (23634112 + 4588 + 457832) * KB
 
 
@@ -403,7 +405,7 @@ def live_home(tmp_path_factory):
 
 
 def test_live_probe_is_sane(live_home):
-    profile = probe()
+    profile = machine_profile()
     assert profile.os == ("linux" if sys.platform.startswith("linux") else profile.os)
     assert profile.arch == normalize_arch(platform.machine())
     assert profile.cpu.logical_cores and profile.cpu.logical_cores >= 1
@@ -419,10 +421,19 @@ def test_live_probe_is_sane(live_home):
 
 
 def test_second_probe_reuses_the_stored_bandwidth(live_home):
-    first = probe()
-    second = probe()
+    first = machine_profile()
+    second = machine_profile()
     assert second.bandwidth_source.startswith("stored")
     assert second.bandwidth_gbps == first.bandwidth_gbps
+    assert machine_profile(remeasure=True).bandwidth_source.startswith("measured 2")  # a new, stored figure
+
+
+def test_the_probe_itself_measures_and_stores_nothing(tmp_home):
+    from localq.paths import get_paths
+
+    profile = probe()
+    assert profile.bandwidth_gbps > 0 and profile.bandwidth_source == "measured now"
+    assert not get_paths().index_db.exists()
 
 
 def test_probe_without_bandwidth_measures_nothing(live_home):
@@ -441,7 +452,7 @@ def test_unwritable_index_still_gives_a_bandwidth(tmp_path, monkeypatch):
     home.mkdir()
     (home / "data").write_text("a file where the data directory should be")
     monkeypatch.setenv("LOCALQ_HOME", str(home))
-    profile = probe()
+    profile = machine_profile()
     assert profile.bandwidth_gbps > 0
     assert profile.bandwidth_source.startswith("measured now (not stored:")
 
@@ -463,5 +474,6 @@ def test_cli_probe_tables(live_home):
     result = CliRunner().invoke(cli, ["probe"])
     assert result.exit_code == 0, result.output
     assert "localq probe" in result.output
-    assert "bandwidth" in result.output and "backends" in result.output
+    for block in ("CPU", "Memory", "bandwidth", "Backends"):  # the Hardware screen's blocks (localq.views.machine)
+        assert block in result.output, block
     assert "localq[" in result.output or "llama-cpp-python" in result.output  # brackets survive rich markup

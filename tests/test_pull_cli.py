@@ -87,12 +87,12 @@ def test_plain_lines_when_not_a_terminal(fake_hub, tmp_home):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     commit = fake_hub.repos[TINY_REPO].commit
-    assert lines[0] == f"pulling hf.co/{TINY_REPO}:q4_1: {TINY_REPO} at {commit[:12]}, q4_1 (gguf), 1 file(s), 10.6 MB"
-    assert f"  {TINY}: downloading 10.6 MB" in lines
+    assert lines[0] == f"pulling hf.co/{TINY_REPO}:q4_1: {TINY_REPO} at {commit[:12]}, q4_1 (gguf), 1 file(s), 10.1 MiB"
+    assert f"  {TINY}: downloading 10.1 MiB" in lines
     assert f"  {TINY}: downloaded, sha256 verified" in lines
-    assert lines[-1].startswith(f"pulled hf.co/{TINY_REPO}:q4_1 (10.6 MB; 10.6 MB downloaded in ")
+    assert lines[-1].startswith(f"pulled hf.co/{TINY_REPO}:q4_1 (10.1 MiB; 10.1 MiB downloaded in ")
     again = CliRunner().invoke(cli, ["pull", f"hf.co/{TINY_REPO}:q4_1"])
-    assert again.output.splitlines()[-1] == f"hf.co/{TINY_REPO}:q4_1 is up to date (10.6 MB, revision {commit[:12]})"
+    assert again.output.splitlines()[-1] == f"hf.co/{TINY_REPO}:q4_1 is up to date (10.1 MiB, revision {commit[:12]})"
 
 
 def test_json_prints_one_event_per_line(fake_hub, tmp_home):
@@ -186,7 +186,7 @@ def test_a_disk_that_fills_mid_way_is_reported_and_resumable(fake_hub, tmp_home)
     limit = 20 * 2**20
     full = Pull(Q8_REF, preexec_fn=_file_size_limit(limit))
     assert full.wait() == 1
-    assert f"error: the file size limit was reached while downloading {Q8}: 21.0 MB of 98.4 MB written" in full.stderr
+    assert f"error: the file size limit was reached while downloading {Q8}: 20.0 MiB of 93.8 MiB written" in full.stderr
     assert "run the same command to resume" in full.stderr
     assert partial_size(served.sha256) == limit and not installed("q8_0")
 
@@ -201,7 +201,7 @@ def test_a_small_disk_is_refused_before_the_download(fake_hub, tmp_path, monkeyp
     result = CliRunner().invoke(cli, ["pull", Q8_REF])
     assert result.exit_code == 1
     # (the starter model does not fit either: open_db warns about it first)
-    assert result.output.splitlines()[-1].startswith(f"error: not enough disk space for {Q8_REF}: it needs 98.4 MB, ")
+    assert result.output.splitlines()[-1].startswith(f"error: not enough disk space for {Q8_REF}: it needs 93.8 MiB, ")
     assert fake_hub.bytes_sent(Q8) == 0
 
 

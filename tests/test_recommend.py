@@ -529,13 +529,11 @@ def test_pulls_choose_only_quants_the_repository_holds():
 def test_no_pull_recommends_an_int4_variant_and_the_welcome_has_pulls_on_nvidia():
     from recorded_machines import h200_141gb
 
-    from localq.catalog import load_catalog
     from localq.recommend import recommend_pull
-    from localq.tui.screens.discover import pull_ref
-    from localq.tui.screens.welcome import suggested_pulls
+    from localq.recommend.suggest import pull_ref, suggested_pulls
 
     for machine in (desktop_4090(), h200_141gb()):
         rec = recommend_pull(machine, "llama3.1:8b")
         assert not any(p.quant.startswith("int4") for p in rec.plans)
-        pulls = suggested_pulls(machine, load_catalog())
-        assert pulls and all(pull_ref(model, plan.quant) for model, plan in pulls)
+        pulls = suggested_pulls(machine)
+        assert pulls and all(pull_ref(s.model, s.plan.quant) == s.ref for s in pulls)

@@ -73,7 +73,7 @@ def test_embeddings_are_unit_vectors_closer_for_the_same_text(client):
                                                           "quarterly tax filing deadlines"])
     vectors = [d.embedding for d in result.data]
     assert len(vectors) == 3 and len(vectors[0]) == 576
-    dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
     assert abs(dot(vectors[0], vectors[0]) - 1) < 1e-4
     assert dot(vectors[0], vectors[1]) > dot(vectors[0], vectors[2])
     assert result.usage.prompt_tokens > 0

@@ -13,6 +13,7 @@ from hub_server import GGUF_REPO, TINY_REPO
 
 from localq import cache, download
 from localq.download import pull, recent_pulls
+from localq.download.locks import FileLock
 from localq.errors import IndexDatabaseError, StoreError
 from localq.paths import get_paths
 from localq.store.db import open_index
@@ -159,15 +160,15 @@ def test_a_lock_that_cannot_be_taken_is_reported_not_waited_on(tmp_home, tmp_pat
         pytest.skip("O_PATH is Linux-only")
     path = tmp_path / "x.lock"
     path.write_bytes(b"")
-    lock = download._FileLock(path)
+    lock = FileLock(path)
     lock.handle = os.fdopen(os.open(path, os.O_PATH), "rb", buffering=0)
     with pytest.raises(StoreError) as caught:
         lock.try_acquire()
     print(caught.value.one_line())
     assert f"cannot lock {path}" in caught.value.message and "LOCALQ_HOME" in caught.value.hint
     assert lock.handle is None     # released, not left open
-    held = download._FileLock(path)
-    other = download._FileLock(path)
+    held = FileLock(path)
+    other = FileLock(path)
     assert held.try_acquire() and not other.try_acquire()   # "held" still means: wait
     held.release()
     other.release()

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from localq.errors import IndexDatabaseError, ModelNotFound, StoreError
+from localq.errors import IndexDatabaseError, ModelNotFound
 from localq.paths import get_paths
 from localq.store import blobs
 from localq.store.db import open_index, write_transaction
@@ -140,7 +140,7 @@ def test_directory_in_place_of_the_index(tmp_home):
 
 def test_locked_database_gives_a_clear_error(tmp_home, monkeypatch):
     monkeypatch.setattr("localq.store.db.BUSY_TIMEOUT_S", 0.2)
-    db = open_index()
+    open_index()  # creates the index the other connection then locks
     other = sqlite3.connect(get_paths().index_db, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
@@ -228,8 +228,8 @@ def test_find_and_resolve(tmp_home):
 
 
 def test_full_disk_error_names_sizes(tmp_home):
-    err = blobs.storage_error(OSError(28, "No space left on device"), "blob x", needed=5_000_000)
-    assert "disk full" in err.message and "needed 5.0 MB" in err.message and "free" in err.message
+    err = blobs.storage_error(OSError(28, "No space left on device"), "blob x", needed=5 * 2**20)
+    assert "disk full" in err.message and "needed 5.0 MiB" in err.message and "free" in err.message
 
 
 def test_separate_processes_writing_at_once(tmp_home):

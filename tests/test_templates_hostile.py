@@ -10,7 +10,7 @@ import time
 import bad_gguf
 import pytest
 
-from localq.chat.templates import RENDER_TIMEOUT_S, ChatTemplate
+from localq.backends.templates import RENDER_TIMEOUT_S, ChatTemplate
 from localq.errors import BackendError
 
 MESSAGES = [{"role": "user", "content": "hi"}]

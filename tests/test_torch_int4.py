@@ -18,8 +18,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
 
-from localq.backends.base import GenerationParams, LoadOptions, TextDelta
-from localq.errors import LocalqError
+from localq.backends.base import GenerationParams, LoadOptions, TextDelta  # noqa: E402  (after the skips)
+from localq.errors import LocalqError  # noqa: E402
 
 # Held-out text for perplexity (the calibration text is localq/assets/calibration.txt).
 EVAL_TEXT = (

@@ -6,7 +6,7 @@ from recorded_machines import laptop_8gb
 from tui_pilot import record_notifications, run_async, screen_text, settle, wait_until
 
 from localq.tui.app import LocalqApp
-from localq.tui.screens.chat import parse_params
+from localq.tui.chat_settings import parse_params
 
 
 def stored_chats():
@@ -183,3 +183,37 @@ async def test_a_dead_model_process_is_an_error_and_the_chat_goes_on(tmp_home):
         assert [m.content for m in chat.messages if m.role == "user"] == ["Say hi.", "Say bye."]
         assert chat.messages[-1].finish_reason in ("stop", "length")
     assert not first.alive and not screen.session.alive   # quitting ended the model process
+
+
+@run_async
+async def test_models_last_used_follows_a_chat_and_the_context_is_settable(tmp_home):
+    """Loading a model in Chat updates Models' LAST USED at once; ctrl+o sets the context length."""
+    app = LocalqApp(profile=laptop_8gb(), first_start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        seen = record_notifications(app)
+        await settle(pilot)
+        models = app.screen
+        assert models.query_one("#models-table").get_row_at(0)[-1] == "never"
+        await pilot.press("enter")  # chat with the selected model
+        await wait_until(pilot, lambda: getattr(app.screen, "session", None) is not None)
+        chat = app.screen
+        default_ctx = chat.session.n_ctx
+        await pilot.press("alt+1")
+        await settle(pilot)
+        await wait_until(pilot, lambda: models.query_one("#models-table").get_row_at(0)[-1] == "just now")
+
+        await pilot.press("alt+4")
+        await settle(pilot)
+        for bad, message in (("abc", "the context must be a whole number of tokens, not 'abc'"),
+                             ("100", "context size 100 is too small (at least 256 tokens)")):
+            await set_params(pilot, n_ctx=bad)
+            assert any(message in text for _, text in seen), message
+            assert chat.session.n_ctx == default_ctx
+        await set_params(pilot, n_ctx="512", temperature="0.1")
+        await wait_until(pilot, lambda: chat.session is not None and chat.session.n_ctx == 512)
+        assert chat.conversation.params.temperature == 0.1  # the settings survive the reload
+        # Longer than the model was trained for: the backend's one-line error, and the model stays loaded.
+        await set_params(pilot, n_ctx="100000")
+        await wait_until(pilot, lambda: any("larger than the model's trained context" in t for _, t in seen))
+        await wait_until(pilot, lambda: chat._loading is None)
+        assert chat.session.n_ctx == 512 and chat.n_ctx == 512

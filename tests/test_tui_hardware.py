@@ -36,7 +36,7 @@ async def test_hardware_screen_shows_the_profile(tmp_home):
         await settle(pilot)
         text = screen_text(app)
         assert "NEON FP16 BF16" in text and "dotprod i8mm" in text
-        assert "Cortex-A76 4c dotprod · 8 GB · no GPU" in text
+        assert "Cortex-A76 4c dotprod · 8 GiB · no GPU" in text
         assert "none found" in text  # no GPU
 
         # r probes this machine for real, in a worker.
@@ -55,7 +55,7 @@ async def test_first_start_welcome_offers_starter_and_pulls(tmp_home):
         text = screen_text(app)
         assert "Welcome to localq" in text
         assert "chat with smollm2:135m now" in text
-        assert "Intel Core i5-8250U 8c AVX2 · 8 GB · no GPU" in text
+        assert "Intel Core i5-8250U 8c AVX2 · 8 GiB · no GPU" in text
         pulls = app.screen.query_one("#welcome-pulls")
         offered = [pulls.get_option_at_index(i).id for i in range(pulls.option_count)]
         assert offered and all(ref.count(":") == 1 and "-q" in ref for ref in offered)
@@ -74,3 +74,23 @@ async def test_first_start_welcome_offers_starter_and_pulls(tmp_home):
         await pilot.press(key("models"))
         await settle(pilot)
         assert type(app.screen).__name__ == "ModelsScreen"
+
+
+@run_async
+async def test_welcome_shows_on_the_first_start_only_and_on_demand(tmp_home):
+    app = LocalqApp(profile=laptop_8gb())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "WelcomeScreen")
+        await pilot.press("escape")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ModelsScreen"
+    # The next start opens on Models, though only the starter model is installed ...
+    app = LocalqApp(profile=laptop_8gb())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ModelsScreen"
+        # ... and w opens the welcome screen when asked.
+        await pilot.press("w")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "WelcomeScreen")
+        assert "w shows this screen again" in screen_text(app)

@@ -44,7 +44,7 @@ async def test_models_screen_lists_imports_verifies_and_deletes(tmp_home, tmp_pa
     async with app.run_test(size=(100, 30)) as pilot:
         seen = record_notifications(app)
         await settle(pilot)
-        assert rows(app) == [["smollm2:135m-q4_1", "q4_1", "gguf", "98.4 MB", "llama.cpp", "—", "never"]]
+        assert rows(app) == [["smollm2:135m-q4_1", "q4_1", "gguf", "93.8 MiB", "llama.cpp", "—", "never"]]
         text = screen_text(app)
         assert "llama · 135M params · 30 layers · ctx 8192 · GQA 9/3 · chat template ✓ · sha256 b179c9…" in text
 
@@ -66,16 +66,16 @@ async def test_models_screen_lists_imports_verifies_and_deletes(tmp_home, tmp_pa
             f.write(bytes(range(16)))
         await pilot.press("a")
         await settle(pilot)
-        await pilot.press(*str(copy), "enter", *"mycopy", "enter")
+        await pilot.press("enter", *str(copy), "enter", *"mycopy", "enter")  # "A GGUF file", its path, a name
         await settle(pilot)
-        assert ("information", "imported mycopy:q4_1 (gguf, 98.4 MB)") in seen
+        assert ("information", "imported mycopy:q4_1 (gguf, 93.8 MiB)") in seen
         assert [r[0] for r in rows(app)] == ["mycopy:q4_1", "smollm2:135m-q4_1"]
 
         # Importing a path that is not there: an error in the CLI's words.
         missing = tmp_path / "nope.gguf"
         await pilot.press("a")
         await settle(pilot)
-        await pilot.press(*str(missing), "enter", "enter")
+        await pilot.press("enter", *str(missing), "enter", "enter")
         await settle(pilot)
         assert ("error", BadModelFile(f"{missing} does not exist", "check the path").one_line()) in seen
 
@@ -105,7 +105,7 @@ async def test_models_screen_lists_imports_verifies_and_deletes(tmp_home, tmp_pa
         # Delete: the dialog says what it frees; "n" keeps the model, "y" removes it.
         await pilot.press("d")
         await settle(pilot)
-        assert "Remove mycopy:q4_1 (98.4 MB)?" in screen_text(app)
+        assert "Remove mycopy:q4_1 (93.8 MiB)?" in screen_text(app)
         # The copy it was imported from keeps the bytes on disk, and the dialog says so.
         assert app.screen.detail.startswith("This frees 0 B of disk space. Its file is hardlinked from elsewhere")
         await pilot.press("n")
@@ -139,3 +139,37 @@ async def test_models_screen_marks_what_the_server_has_loaded(tmp_home, smollm2_
             assert rows(app)[0][0] == "smollm2:135m-q4_1" and rows(app)[0][-1] == "● loaded"
     finally:
         srv.stop()
+
+
+@run_async
+async def test_import_dialog_offers_what_the_cli_imports(tmp_home, tmp_path, smollm2_gguf):
+    """a: a file, or the models of Ollama, LM Studio or the Hugging Face cache (here a real HF cache layout)."""
+    from localq.store.blobs import sha256_file
+
+    smollm2_sha = sha256_file(smollm2_gguf)
+    repo = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF"
+    (repo / "blobs").mkdir(parents=True)
+    shutil.copyfile(smollm2_gguf, repo / "blobs" / smollm2_sha)
+    snap = repo / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "smollm2-135m-instruct-q4_1.gguf").symlink_to(f"../../blobs/{smollm2_sha}")
+    app = LocalqApp(profile=laptop_8gb(), first_start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        seen = record_notifications(app)
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
+        text = screen_text(app)
+        for offer in ("A GGUF file", "Ollama's models", "LM Studio's models", "The Hugging Face cache"):
+            assert offer in text, offer
+        await pilot.press("down", "down", "down", "enter", *str(tmp_path / "hub"), "enter")
+        await settle(pilot)
+        ref = "hf.co/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:q4_1"
+        assert ("information", f"imported 1 model(s) from hf-cache: {ref}") in seen
+        assert ref in [r[0] for r in rows(app)]
+        # A tool folder with nothing in it: the CLI's one-line error.
+        await pilot.press("a")
+        await settle(pilot)
+        await pilot.press("down", "enter", *str(tmp_path / "none"), "enter")
+        await settle(pilot)
+        assert any(severity == "error" and "no ollama models at" in text for severity, text in seen), seen

@@ -1,5 +1,9 @@
 """The backend interface: what runs a model, and the events a reply streams.
 
+(Over 400 lines: the whole contract a backend implements, its parameters, options and
+their validation, and the prompt handling every Session.stream shares, in one file a
+backend's author reads once.)
+
 A ``Backend`` says which model formats it runs (``formats``) and whether it can
 run here (``available(profile)``); ``load(model, options)`` returns a
 ``Session`` holding the model in memory. ``Session.stream(messages, params)``
@@ -21,7 +25,7 @@ party's. A backend module must stay cheap to import: its heavy library
 (llama_cpp, mlx, torch) is imported inside ``load()``.
 
 Everything generic lives here, once: parameter validation, context trimming
-(``localq.chat.context``), turning an unexpected failure into a ``Done`` with
+(``localq.backends.context``), turning an unexpected failure into a ``Done`` with
 ``finish_reason="error"``. A backend implements ``encode_chat`` (apply the chat
 template and tokenize), ``generate`` (the decode loop) and ``close``.
 """
@@ -37,6 +41,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Union
 
+from localq.defaults import DEFAULT_CONTEXT, MIN_CONTEXT
 from localq.errors import BackendError, LocalqError
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
@@ -45,7 +50,6 @@ ROLES = ("system", "user", "assistant")
 # Limits past which a parameter is a typo rather than a choice.
 MAX_TEMPERATURE = 10.0
 MAX_REPEAT_PENALTY = 10.0
-MIN_CONTEXT = 64
 MAX_SEED = 2**32 - 2          # llama.cpp reads 2**32 - 1 as "pick a random seed"
 
 
@@ -135,7 +139,7 @@ class LoadOptions:
             if self.n_ctx < MIN_CONTEXT:
                 raise LocalqError(
                     f"context size {self.n_ctx} is too small (at least {MIN_CONTEXT} tokens)",
-                    "use --ctx 2048 or more, or leave it out",
+                    f"use --ctx {DEFAULT_CONTEXT}, or leave it out",
                 )
             if trained_context and self.n_ctx > trained_context:
                 raise LocalqError(
@@ -325,7 +329,7 @@ class Session(ABC):
 
     def stream(self, messages: Sequence[dict], params: GenerationParams | None = None) -> Iterator[Event]:
         """Reply to a conversation, trimming its oldest turns if it outgrows the context."""
-        from localq.chat.context import fit_messages
+        from localq.backends.context import fit_messages
 
         started = time.perf_counter()
         self._check_open()

@@ -1,5 +1,8 @@
 """The llama.cpp backend: GGUF models on CPU (and GPU when the build offloads), via llama-cpp-python.
 
+(Over 400 lines: one engine's loading, memory and offload checks, tokenization, the
+generation loop and KV-cache reuse all act on the same llama.cpp handles.)
+
 Why the low-level API: llama-cpp-python's ``Llama.create_completion`` does
 Python work per token (logits copies, stop-string scans, dict building) that
 costs 10-15 % of decode speed on a small model. Here the decode loop calls
@@ -19,7 +22,7 @@ Decisions (``LoadOptions`` fields left as None):
   checks weights + KV cache + overhead against available RAM (``check_fits``),
   a load with GPU layers checks the plan's VRAM and RAM parts
   (``check_offload_fits``); both are ``localq.recommend``'s estimates.
-- The chat template comes from the GGUF metadata (``localq.chat.templates``);
+- The chat template comes from the GGUF metadata (``localq.backends.templates``);
   a reply stops at any end-of-generation token the vocabulary declares.
 - Consecutive turns reuse the KV cache: only the tokens after the longest
   common prefix with the previous prompt are evaluated.
@@ -41,9 +44,9 @@ from typing import Iterator, Sequence
 from localq.backends.base import (
     Backend, Done, GenerationParams, LoadOptions, Session, TextDelta, model_path_of, reply_limit,
 )
+from localq.defaults import DEFAULT_CONTEXT
 from localq.errors import BackendError, BadModelFile, LocalqError
 
-DEFAULT_CONTEXT = 4096
 GiB = 2**30
 # Compute buffers and runtime on top of weights and KV cache, as a share of the weights plus a floor.
 INSTALL_HINT = "install it with `pip install 'localq[llamacpp]'`"
@@ -99,7 +102,8 @@ def default_gpu_layers(info, profile=None, *, build_offloads: bool, n_ctx: int =
 
 def check_offload_fits(info, n_ctx: int, n_gpu_layers: int, profile, name: str) -> None:
     """The memory check of a load with layers on the GPU: the plan's VRAM and RAM parts."""
-    from localq.recommend import ModelSpec, offload_plan, size
+    from localq.recommend import ModelSpec, offload_plan
+    from localq.units import size
 
     try:
         spec = ModelSpec.from_gguf_info(info)
@@ -451,7 +455,7 @@ class LlamaCppSession(Session):
     def __init__(self, lib, model, ctx, info, *, n_ctx: int, n_threads: int, n_batch: int,
                  n_gpu_layers: int, flash_attn: str = "auto", **identity):
         super().__init__(n_ctx=n_ctx, n_threads=n_threads, **identity)
-        from localq.chat.templates import ChatTemplate
+        from localq.backends.templates import ChatTemplate
 
         self._lib = lib
         self._model = model

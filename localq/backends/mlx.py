@@ -1,5 +1,8 @@
 """The MLX backend: MLX model directories (and plain safetensors ones) through mlx-lm.
 
+(Over 400 lines: one engine's loading, its memory check, the Metal wired-memory limit and
+the generation loop act on the same mlx-lm model and cache objects.)
+
 On Apple Silicon MLX runs on the GPU through Metal; on Linux the ``mlx[cpu]``
 build runs the same code on the CPU, slowly (that is how localq's tests run
 it). mlx and mlx-lm are imported inside ``load()`` only.
@@ -66,9 +69,9 @@ from localq.mlx_info import (
     trained_context,
     weights_bytes,
 )
+from localq.defaults import DEFAULT_CONTEXT
+from localq.units import GiB
 
-DEFAULT_CONTEXT = 4096
-GiB = 2**30
 WIRED_WARNING_SHARE = 0.9         # of Metal's recommended working set, as mlx-lm warns
 INSTALL_HINT = "install it with `pip install 'localq[mlx]'`"
 
@@ -143,7 +146,7 @@ def _chat_template(tokenizer):
 
     The one place this backend reaches into ``localq.chat``.
     """
-    from localq.chat.templates import ChatTemplate
+    from localq.backends.templates import ChatTemplate
 
     source = getattr(tokenizer, "chat_template", None)
     if isinstance(source, dict):          # named templates: the default one

@@ -1,5 +1,8 @@
 """The model runner: a model loaded in a worker process, behind the same ``Session`` interface.
 
+(Over 400 lines: both ends of one protocol, the parent's Session and the worker's loop,
+kept together so that a message and its answer are read side by side.)
+
 Why: llama.cpp (and later MLX or CUDA) can abort, segfault or be killed for
 memory. In-process that takes the terminal app or the server down with it.
 Here the model lives in a child process; when the child dies, the parent's

@@ -1,1 +1,6 @@
-"""Chatting with a model: templates, context trimming, conversations, history and the line-mode REPL."""
+"""Chatting with a model: a conversation (its turns, recorded) and the history of stored chats.
+
+The prompt's template and its fitting into the context window belong to the
+backends (``localq.backends.templates``, ``localq.backends.context``); the
+line-mode chat is terminal UI (``localq.cli.repl``).
+"""

@@ -7,9 +7,10 @@ GPU library: NVML is asked through nvidia-ml-py only when that small package is
 installed, otherwise ``nvidia-smi`` answers; the backends are found with
 ``importlib.util.find_spec`` (see probe.backends).
 
-The memory-bandwidth measurement (probe.bandwidth) runs once per machine; its
-result is stored in the index and read back by later probes, which then take a
-small fraction of a second.
+The probe measures and stores nothing: ``probe(bandwidth=True)`` measures the
+memory bandwidth (probe.bandwidth) every time. ``localq.machine.machine_profile``
+is what the CLI and the app call: it stores the figure per machine in the index
+and reuses it, so that later probes take a small fraction of a second.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from localq.probe.profile import (
 )
 
 __all__ = [
-    "probe", "HardwareProfile", "CpuInfo", "MemoryInfo", "GpuInfo", "AppleInfo", "BackendInfo",
+    "probe", "measure_into", "HardwareProfile", "CpuInfo", "MemoryInfo", "GpuInfo", "AppleInfo", "BackendInfo",
     "normalize_arch", "normalize_os",
 ]
 
@@ -65,11 +66,11 @@ def _soft(unknowns: dict[str, str], part: str, read: Callable[[], T], default: T
         return default
 
 
-def probe(*, bandwidth: bool = True, remeasure: bool = False) -> HardwareProfile:
+def probe(*, bandwidth: bool = True) -> HardwareProfile:
     """Probe this machine.
 
-    ``bandwidth=False`` skips the bandwidth part (no stored value is read, nothing
-    is measured); ``remeasure=True`` measures again even if a value is stored.
+    ``bandwidth=False`` skips the bandwidth measurement (well under a second,
+    but the slowest part); ``localq.machine`` then fills in a stored figure.
     """
     from localq.paths import get_paths
     from localq.probe import amd, apple, backends, memory, nvidia
@@ -120,7 +121,7 @@ def probe(*, bandwidth: bool = True, remeasure: bool = False) -> HardwareProfile
         lambda: backends.detect_backends(profile.os, profile.arch, profile.gpus, profile.apple), {},
     )
     if bandwidth:
-        _soft(unknowns, "bandwidth", lambda: _bandwidth(profile, remeasure), None)
+        _soft(unknowns, "bandwidth", lambda: measure_into(profile), None)
     profile.probe_seconds = round(time.perf_counter() - start, 3)
     return profile
 
@@ -131,21 +132,9 @@ def _psutil_available() -> int:
     return psutil.virtual_memory().available
 
 
-def _bandwidth(profile: HardwareProfile, remeasure: bool) -> None:
-    """Fill in the bandwidth: the stored value for this machine, or a new measurement."""
-    from localq.errors import LocalqError
-    from localq.paths import get_paths
-    from localq.probe.bandwidth import load_bandwidth, measure_bandwidth, store_bandwidth
+def measure_into(profile: HardwareProfile) -> None:
+    """Measure the memory bandwidth and put it in ``profile`` (nothing is stored)."""
+    from localq.probe.bandwidth import measure_bandwidth
 
-    key = profile.machine_key
-    stored = None if remeasure else load_bandwidth(get_paths().index_db, key)
-    if stored:
-        profile.bandwidth_gbps, when = stored
-        profile.bandwidth_source = f"stored, measured {when}"
-        return
     profile.bandwidth_gbps = measure_bandwidth(threads=profile.cpu.logical_cores)
-    try:
-        when = store_bandwidth(key, profile.bandwidth_gbps, profile.to_dict())
-        profile.bandwidth_source = f"measured {when}"
-    except LocalqError as exc:  # an unwritable index must not stop the probe
-        profile.bandwidth_source = f"measured now (not stored: {exc.message})"
+    profile.bandwidth_source = "measured now"

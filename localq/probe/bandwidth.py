@@ -1,4 +1,4 @@
-"""Main-memory bandwidth: a short measurement, stored in the index and reused.
+"""Main-memory bandwidth: a short measurement.
 
 Decoding one token reads every weight once, so tokens/s on a CPU is bounded by
 memory bandwidth, and the recommender's speed estimates start from it. The
@@ -10,19 +10,14 @@ unlucky copy on a busy machine moves a median little, a best-of a lot); the
 result is the better of the medians (``summarize``). It takes well under a second on an ordinary machine; the
 first copy, which also maps the pages, is not counted.
 
-The result is stored per machine (``HardwareProfile.machine_key``) in the
-index's ``hardware_profiles`` table, so later probes read it back instead of
-measuring. Reading uses plain sqlite3, read-only (about a millisecond); only a
-new measurement opens the index through ``localq.store.db``.
+The probe only measures. Storing the figure per machine, and reading it back
+so later probes need not measure, is ``localq.machine``'s job (the index's
+``hardware_profiles`` table, ``localq.store.profiles``).
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-import sqlite3
 import time
-from pathlib import Path
 
 ARRAY_BYTES = 128 * 2**20
 TIMED_COPIES = 5          # per thread count
@@ -70,44 +65,3 @@ def summarize(samples: dict[int, list[float]]) -> float:
     import statistics
 
     return round(max(statistics.median(runs) for runs in samples.values() if runs), 1)
-
-
-def load_bandwidth(index_db: Path, machine_key: str) -> tuple[float, str] | None:
-    """The stored bandwidth for this machine and when it was measured, or None."""
-    if not Path(index_db).is_file():
-        return None
-    try:
-        conn = sqlite3.connect(f"file:{index_db}?mode=ro", uri=True, timeout=1.0)
-        try:
-            row = conn.execute(
-                "SELECT bandwidth_gbps, measured FROM hardware_profiles WHERE machine_key = ?",
-                (machine_key,),
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:  # no table yet, a locked or damaged index: measure instead
-        return None
-    if not row or row[0] is None:
-        return None
-    return float(row[0]), str(row[1])
-
-
-def store_bandwidth(machine_key: str, bandwidth_gbps: float, profile: dict) -> str:
-    """Record this machine's profile and bandwidth in the index; returns the timestamp."""
-    from localq.store.db import open_index
-
-    measured = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    db = open_index()
-    try:
-        db["hardware_profiles"].upsert(
-            {
-                "machine_key": machine_key,
-                "profile": json.dumps(profile, sort_keys=True),
-                "bandwidth_gbps": bandwidth_gbps,
-                "measured": measured,
-            },
-            pk="machine_key",
-        )
-    finally:
-        db.conn.close()
-    return measured

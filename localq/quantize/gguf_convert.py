@@ -86,7 +86,10 @@ def model_metadata(config: dict, arch: archs.Arch, out_type: str, name: str) -> 
     """The general.* and {arch}.* keys for a config.json."""
     p = arch.gguf + "."
     text = config.get("text_config") or {}
-    get = lambda key, default=None: config.get(key, text.get(key, default))
+
+    def get(key, default=None):
+        return config.get(key, text.get(key, default))
+
     heads = get("num_attention_heads")
     hidden = get("hidden_size")
     for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"):

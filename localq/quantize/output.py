@@ -23,19 +23,10 @@ from localq.errors import LocalqError
 from localq.paths import get_paths
 from localq.store import blobs
 from localq.store.index import FileEntry, Variant, add_variant
+from localq.versions import package_version  # noqa: F401  (output.package_version, for the converters)
 
 SOURCE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                 "special_tokens_map.json", "chat_template.jinja", "model.safetensors.index.json")
-
-
-def package_version(name: str) -> str:
-    """The installed version of a distribution, or "unknown"."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def source_digest(path: Path) -> tuple[str, dict[str, str]]:

@@ -19,6 +19,7 @@ from typing import Callable
 
 from localq.errors import BadModelFile, StoreError
 from localq.paths import get_paths
+from localq.units import size
 
 CHUNK = 4 * 1024 * 1024
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -56,8 +57,8 @@ def storage_error(exc: OSError, what: str, needed: int | None = None) -> StoreEr
     """A user-facing error for a failed write into the store."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         free = _free_bytes(get_paths().data)
-        need = f"; needed {needed / 1e6:.1f} MB" if needed else ""
-        return StoreError(f"disk full while writing {what}{need}, {free / 1e6:.1f} MB free", "free some space or move the cache with LOCALQ_HOME")
+        need = f"; needed {size(needed)}" if needed else ""
+        return StoreError(f"disk full while writing {what}{need}, {size(free)} free", "free some space or move the cache with LOCALQ_HOME")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return StoreError(f"cannot write {what}: the cache directory is read-only", "check its permissions or move the cache with LOCALQ_HOME")
     return StoreError(f"cannot write {what}: {exc.strerror or exc}", "check the cache directory")

@@ -18,7 +18,7 @@ METRICS = ("perplexity", "kl_divergence", "top1_agreement")
 def record(db, variant_id: int, result, against: dict | None = None) -> None:
     """Store an ``evaluate.EvalResult`` as ``evaluations`` rows; replaces an earlier run with the same text, context and source."""
     from localq import __version__
-    from localq.quantize.output import package_version
+    from localq.versions import package_version
     from localq.store.db import write_transaction
     from localq.store.migrations import now
 

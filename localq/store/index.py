@@ -199,17 +199,40 @@ def find(db, ref: ModelRef | str) -> list[Variant]:
     return sorted(matches, key=lambda v: (v.last_used or "", v.created), reverse=True)
 
 
+def close_names(db, text: str, n: int = 3) -> list[str]:
+    """Installed references (and model names) that look like ``text``: for "did you mean ...?"."""
+    import difflib
+
+    variants = list_variants(db)
+    names = sorted({v.ref for v in variants} | {v.model for v in variants})
+    return difflib.get_close_matches(text.strip().lower(), names, n=n, cutoff=0.6)
+
+
+def not_installed(db, ref: ModelRef | str, advice: str | None = None) -> ModelNotFound:
+    """The error for a reference that names no installed model: what looks close, else ``advice``.
+
+    ``advice`` is what to do when nothing is close (``resolve``: pull it; ``rm``
+    passes None, since pulling a model to remove it helps no one). The installed
+    models are listed either way.
+    """
+    text = ref if isinstance(ref, str) else ref.format()
+    close = close_names(db, text)
+    installed = sorted({v.ref for v in list_variants(db)})
+    hints = [f"did you mean {' or '.join(close)}?"] if close else ([advice] if advice else [])
+    if installed and not close:
+        hints.append("installed: " + ", ".join(installed[:8]) + (" ..." if len(installed) > 8 else ""))
+    elif not installed:
+        hints.append("no models are installed")
+    return ModelNotFound(f"model {text!r} is not installed", "; ".join(hints))
+
+
 def resolve(db, ref: ModelRef | str) -> Variant:
     """The one installed variant a reference names, or ModelNotFound with what to do."""
     text = ref if isinstance(ref, str) else ref.format()
     found = find(db, ref)
     if found:
         return found[0]
-    installed = sorted({v.ref for v in list_variants(db)})
-    hint = f"pull it with `localq pull {text}`"
-    if installed:
-        hint += "; installed: " + ", ".join(installed[:8]) + (" ..." if len(installed) > 8 else "")
-    raise ModelNotFound(f"model {text!r} is not installed", hint)
+    raise not_installed(db, ref, f"pull it with `localq pull {text}`")
 
 
 def touch(db, variant_id: int) -> None:

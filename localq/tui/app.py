@@ -3,9 +3,8 @@
 One app, one screen per section (Models, Discover, Downloads, Chat, Hardware),
 each a Textual *mode* with its own screen stack, so a modal opened on Models
 stays there while you look at Downloads. Sections are listed once, in
-``SECTIONS``: the number keys, the navigation line, the help screen and the
-command palette are all made from that list, so a new section (Quantize) is one
-line here and one screen module.
+``localq.tui.navigation.SECTIONS``: the section keys, the navigation line, the
+help screen and the command palette are all made from that list.
 
 The app holds what every screen needs: the machine's ``HardwareProfile``
 (probed in a thread worker at start, or given by a test) as a reactive that the
@@ -14,20 +13,19 @@ top bars watch. Everything slow runs in thread workers (see
 probe, a model or the network.
 
 Decisions:
-- The number keys switch sections unless a text input has the focus (then they
-  type digits); ``tab`` / ``esc`` leave an input. ``ctrl+p`` reaches every action
-  from anywhere.
+- ``alt+1`` ... ``alt+5`` switch sections from anywhere, also while a text box
+  has the focus; the plain digits too when none has it (see
+  ``localq.tui.navigation``). ``ctrl+p`` reaches every action from anywhere.
 - ``ctrl+t`` toggles the dark and light themes; the choice (also one made in the
   palette's theme picker) is saved in ``config/tui.json`` for the next start.
-- First start: when the index holds nothing but the starter model, the app opens
-  on the welcome screen (``localq.tui.screens.welcome``).
+- First start: the app opens on the welcome screen (``localq.tui.screens.welcome``)
+  once, the first time it starts with these settings; ``config/tui.json``
+  records that it was shown. ``w`` (or the palette's "Welcome") opens it again.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from importlib import import_module
 
 from textual import work
 from textual.app import App
@@ -37,28 +35,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 
 from localq.paths import get_paths
-
-
-@dataclass(frozen=True)
-class Section:
-    """A top-level screen: its mode key, its title and where its class lives."""
-
-    key: str
-    title: str
-    screen: str  # "module:Class"
-
-    def screen_class(self):
-        module, _, name = self.screen.partition(":")
-        return getattr(import_module(module), name)
-
-
-SECTIONS: list[Section] = [
-    Section("models", "Models", "localq.tui.screens.models:ModelsScreen"),
-    Section("discover", "Discover", "localq.tui.screens.discover:DiscoverScreen"),
-    Section("downloads", "Downloads", "localq.tui.screens.downloads:DownloadsScreen"),
-    Section("chat", "Chat", "localq.tui.screens.chat:ChatScreen"),
-    Section("hardware", "Hardware", "localq.tui.screens.hardware:HardwareScreen"),
-]
+from localq.tui.navigation import SECTIONS, Section, keys_line, open_section, section_keys, switch_section
 
 THEMES = ("textual-dark", "textual-light")
 
@@ -94,7 +71,15 @@ class LocalqApp(App):
         Binding("question_mark,f1", "help", "help", key_display="?",
                 tooltip="show every key binding (f1 works in text boxes too)"),
         Binding("ctrl+t", "toggle_theme", "theme", show=False, tooltip="toggle the dark and light themes"),
+        Binding("w", "welcome", "welcome", show=False,
+                tooltip="the welcome screen: this machine, the starter model, the recommended pulls"),
         Binding("ctrl+q", "quit", "quit", priority=True, tooltip="quit localq"),
+    ] + [
+        # One footer entry for them all: "alt+1-5 sections".
+        Binding(f"alt+{number}", f"section('{section.key}')", "sections" if number == 1 else section.title,
+                show=number == 1, priority=True, key_display=keys_line() if number == 1 else None,
+                tooltip=f"go to {section.title} (also {number} outside a text box)")
+        for number, section in enumerate(SECTIONS, start=1)
     ] + [
         Binding(str(number), f"section('{section.key}')", section.title, show=False,
                 tooltip=f"go to {section.title}")
@@ -105,8 +90,8 @@ class LocalqApp(App):
 
     def __init__(self, profile=None, *, first_start: bool | None = None, start_section: str = "models"):
         """``profile``: use this machine profile instead of probing (tests, screenshots).
-        ``first_start``: force the welcome screen on or off; None decides from the index."""
-        from localq.tui.screens.downloads import PullManager
+        ``first_start``: force the welcome screen on or off; None: on only if it was never shown."""
+        from localq.tui.pulls import PullManager
 
         super().__init__()
         self.pulls = PullManager(self)
@@ -132,9 +117,9 @@ class LocalqApp(App):
         from localq.tui.screens.base import report_error
 
         try:
-            from localq.probe import probe
+            from localq.machine import machine_profile
 
-            profile = probe(remeasure=remeasure)
+            profile = machine_profile(remeasure=remeasure)
         except Exception as exc:  # the probe fails soft, but never let it take the app down
             report_error(self, exc)
             return
@@ -143,22 +128,20 @@ class LocalqApp(App):
     @work(thread=True, exclusive=True, group="index")
     def prepare_index(self) -> None:
         """Open (and migrate) the index, index the starter model, then decide on the welcome screen."""
-        from localq.starter import STARTER_REF, ensure_starter
-        from localq.store.index import list_variants
+        from localq.store.pulls import pulls_to_resume
+        from localq.starter import ensure_starter
         from localq.tui.screens.base import index_db, report_error
-        from localq.download import pulls_to_resume
 
         try:
             with index_db() as db:
                 ensure_starter(db)
-                variants = list_variants(db)
                 resume = pulls_to_resume(db)
         except Exception as exc:
             report_error(self, exc)
             return
         first = self._first_start
         if first is None:
-            first = all(v.model == STARTER_REF for v in variants)
+            first = not self._settings().get("welcomed", False)
         self.call_from_thread(self._index_ready, first, resume)
 
     def _index_ready(self, first_start: bool, resume: list[str]) -> None:
@@ -167,15 +150,18 @@ class LocalqApp(App):
             self.notify(f"resuming {len(resume)} download(s) stopped when localq last quit", timeout=4)
             for ref in resume:
                 self.pulls.start(ref)
-        if first_start and self._welcome_available():
-            from localq.tui.screens.welcome import WelcomeScreen
+        if first_start:
+            self.action_welcome()
+            if self._first_start is None:
+                self._save_setting("welcomed", True)
 
-            self.push_screen(WelcomeScreen())
+    def action_welcome(self) -> None:
+        """Open the welcome screen (at first start, and with ``w``)."""
+        from localq.tui.screens.welcome import WelcomeScreen
 
-    def _welcome_available(self) -> bool:
-        from importlib.util import find_spec
-
-        return find_spec("localq.tui.screens.welcome") is not None
+        if isinstance(self.screen, (WelcomeScreen, ModalScreen)):
+            return
+        self.push_screen(WelcomeScreen())
 
     def post_message_to_sections(self, method: str) -> None:
         """Call ``method`` on every section screen that is open and has it (e.g. to reload)."""
@@ -190,8 +176,7 @@ class LocalqApp(App):
     def start_pull(self, ref: str) -> None:
         """Pull ``ref`` in the background; the Downloads section shows it."""
         self.pulls.start(ref)
-        number = [s.key for s in SECTIONS].index("downloads") + 1
-        self.notify(f"pulling {ref} (progress in Downloads, key {number})", timeout=3)
+        self.notify(f"pulling {ref} (progress in Downloads, {section_keys('downloads')})", timeout=3)
 
     def on_pull_changed(self, message) -> None:
         for screen in self._screen_stacks.get("downloads", [])[:1]:
@@ -205,24 +190,12 @@ class LocalqApp(App):
     # --- sections -----------------------------------------------------------------
 
     def action_section(self, key: str) -> None:
-        """Switch to a section; ignored while a modal dialog is open."""
-        if isinstance(self.screen, ModalScreen) or key not in self.MODES:
-            return
-        self._close_overlays()
-        self.switch_mode(key)
-
-    def _close_overlays(self) -> None:
-        """Pop modal dialogs and the welcome screen, so a section shows its own screen."""
-        while len(self.screen_stack) > 1 and (
-            isinstance(self.screen, ModalScreen) or getattr(self.screen, "CLOSE_ON_SECTION", False)
-        ):
-            self.pop_screen()
+        """Switch to a section (``localq.tui.navigation.switch_section``)."""
+        switch_section(self, key)
 
     async def open_section(self, key: str):
         """Switch to a section (closing any dialog or the welcome screen) and return its screen."""
-        self._close_overlays()
-        await self.switch_mode(key)
-        return self._screen_stacks[key][0]
+        return await open_section(self, key)
 
     # --- help, palette, theme --------------------------------------------------------
 
@@ -250,8 +223,9 @@ class LocalqApp(App):
         commands = []
         for number, section in enumerate(SECTIONS, start=1):
             commands.append((f"Go to {section.title}", self._opener(section.key),
-                             f"open the {section.title} screen (key {number})"))
+                             f"open the {section.title} screen ({section_keys(section.key)})"))
         commands.append(("Help: all key bindings", self.action_help, "show every key (?)"))
+        commands.append(("Welcome: this machine and the recommended pulls", self.action_welcome, "w"))
         commands.append(("Toggle dark / light theme", self.action_toggle_theme, "ctrl+t"))
         for section in SECTIONS:
             for binding in section.screen_class().BINDINGS:
@@ -278,21 +252,29 @@ class LocalqApp(App):
     def _settings_path(self):
         return get_paths().config / "tui.json"
 
-    def _load_theme(self) -> None:
+    def _settings(self) -> dict:
+        """The app's remembered settings (theme, whether the welcome screen was shown); {} if none."""
         try:
-            theme = json.loads(self._settings_path().read_text("utf-8")).get("theme")
-        except (OSError, ValueError, AttributeError):
-            return
+            settings = json.loads(self._settings_path().read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return settings if isinstance(settings, dict) else {}
+
+    def _save_setting(self, key: str, value) -> None:
+        path = self._settings_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**self._settings(), key: value}), "utf-8")
+        except OSError:
+            pass  # a read-only config directory only costs what was to be remembered
+
+    def _load_theme(self) -> None:
+        theme = self._settings().get("theme")
         if theme in self.available_themes:
             self.theme = theme
 
     def _save_theme(self, theme) -> None:
-        path = self._settings_path()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"theme": theme.name}), "utf-8")
-        except OSError:
-            pass  # a read-only config directory only costs the remembered theme
+        self._save_setting("theme", theme.name)
 
 
 def run_app() -> None:

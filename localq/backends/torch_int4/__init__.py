@@ -24,7 +24,8 @@ import importlib.util
 
 from localq.backends.base import Backend, LoadOptions
 
-DEFAULT_CONTEXT = 4096
+from localq.defaults import DEFAULT_CONTEXT  # noqa: F401  (one default context for every backend)
+
 INSTALL_HINT = "pip install 'localq[torch]' (with a CUDA build of torch)"
 LLAMACPP_HINT = "run a GGUF quant with llama.cpp instead (`localq recommend MODEL` names one)"
 

@@ -100,7 +100,7 @@ def _attn_split(q_ptr, kc_ptr, vc_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, scale, ma
     d = tl.arange(0, D)
     q = tl.load(q_ptr + (kvh * GQ + r[:, None]) * D + d[None, :], mask=r[:, None] < GQ, other=0.0)
     m = tl.full([GQP], float("-inf"), tl.float32)
-    l = tl.zeros([GQP], tl.float32)
+    denom = tl.zeros([GQP], tl.float32)
     acc = tl.zeros([GQP, D], tl.float32)
     base = kvh * max_seq * D
     for t0 in range(start, end, BT):
@@ -113,12 +113,12 @@ def _attn_split(q_ptr, kc_ptr, vc_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, scale, ma
         m_new = tl.maximum(m, tl.max(sc, 1))
         p = tl.exp(sc - m_new[:, None])
         alpha = tl.exp(m - m_new)
-        l = l * alpha + tl.sum(p, 1)
+        denom = denom * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m = m_new
     o = (kvh * S + sid) * GQP + r
     tl.store(m_ptr + o, m)
-    tl.store(l_ptr + o, l)
+    tl.store(l_ptr + o, denom)
     tl.store(acc_ptr + o[:, None] * D + d[None, :], acc)
 
 
@@ -131,11 +131,11 @@ def _attn_combine(m_ptr, l_ptr, acc_ptr, out_ptr, GQ: tl.constexpr, GQP: tl.cons
     d = tl.arange(0, D)
     o = (kvh * S + s) * GQP + r
     m = tl.load(m_ptr + o)
-    l = tl.load(l_ptr + o)
+    denom = tl.load(l_ptr + o)
     mg = tl.max(m, 0)
     w = tl.where(m > float("-inf"), tl.exp(m - mg), 0.0)
     acc = tl.load(acc_ptr + o[:, None] * D + d[None, :])
-    out = tl.sum(w[:, None] * acc, 0) / tl.sum(w * l, 0)
+    out = tl.sum(w[:, None] * acc, 0) / tl.sum(w * denom, 0)
     tl.store(out_ptr + h * D + d, out.to(out_ptr.dtype.element_ty))
 
 

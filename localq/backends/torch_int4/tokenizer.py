@@ -25,7 +25,7 @@ class ModelTokenizer:
     def __init__(self, model_dir: Path):
         from tokenizers import Tokenizer
 
-        from localq.chat.templates import ChatTemplate
+        from localq.backends.templates import ChatTemplate
 
         model_dir = Path(model_dir)
         path = model_dir / "tokenizer.json"

@@ -43,10 +43,13 @@ def report_error(app, exc: BaseException) -> None:
     app.call_from_thread(show_error, app, exc)
 
 
+NARROW_COLUMNS = 120
+
+
 class SectionScreen(Screen):
     """A top-level section: top bar, navigation, the section's body, the footer."""
 
-    SECTION = ""          # the mode key in localq.tui.app.SECTIONS
+    SECTION = ""          # the mode key in localq.tui.navigation.SECTIONS
     TITLE_TEXT = ""       # shown after "localq ─"
 
     def compose(self) -> ComposeResult:
@@ -54,6 +57,13 @@ class SectionScreen(Screen):
         yield NavBar(self.SECTION)
         yield from self.compose_body()
         yield Footer()
+
+    def on_resize(self, event) -> None:
+        """Below 120 columns the footer packs its keys tighter and leaves ctrl+p (in the help) out."""
+        footer = self.query_one(Footer)
+        narrow = event.size.width < NARROW_COLUMNS
+        footer.compact = narrow
+        footer.show_command_palette = not narrow
 
     def compose_body(self) -> ComposeResult:
         """The section's own widgets, between the navigation and the footer."""

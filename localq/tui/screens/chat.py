@@ -1,5 +1,9 @@
 """The Chat section: talk to a model, with replies streaming as rendered Markdown.
 
+(Over 400 lines on purpose: loading, streaming, the past-chats sidebar and the
+settings all act on one conversation, its session and the reply being drawn;
+what needs none of that state is in ``localq.tui.chat_settings``.)
+
 The services are the CLI's: ``chat.conversation.open_session`` loads the model
 with the right backend, ``Conversation.send`` streams a reply and records the
 turn, ``chat.history`` lists and loads past chats.
@@ -39,54 +43,10 @@ from textual.widgets import Input, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
 from localq.errors import LocalqError
+from localq.tui.chat_settings import CONTEXT_FIELD, PARAM_FIELDS, default_model, parse_context, parse_params
 from localq.tui.screens.base import SectionScreen, index_db, report_error, show_error
 
-# The sampling parameters the ctrl+o dialog edits, with their labels.
-PARAM_FIELDS = [
-    ("temperature", "temperature", "0 = greedy"),
-    ("top_p", "top_p", "1 = off"),
-    ("top_k", "top_k", "0 = off"),
-    ("min_p", "min_p", "0 = off"),
-    ("repeat_penalty", "repeat_penalty", "1 = off"),
-    ("max_tokens", "max_tokens", "empty: until the model stops"),
-    ("seed", "seed", "empty: random"),
-]
-INTEGER_PARAMS = {"top_k", "max_tokens", "seed"}
 REPLY_FRAME_S = 0.05  # the reply is redrawn at most 20 times a second
-
-
-def parse_params(values: dict, current):
-    """New ``GenerationParams`` from the dialog's text fields; LocalqError names a bad one."""
-    from dataclasses import replace
-
-    changes = {}
-    for name, _, _ in PARAM_FIELDS:
-        text = values.get(name, "").strip()
-        if not text:
-            if name in ("max_tokens", "seed"):
-                changes[name] = None
-            continue
-        try:
-            changes[name] = int(text) if name in INTEGER_PARAMS else float(text)
-        except ValueError:
-            kind = "a whole number" if name in INTEGER_PARAMS else "a number"
-            raise LocalqError(f"{name} must be {kind}, not {text!r}") from None
-    return replace(current, **changes).validate()
-
-
-def default_model(db) -> str | None:
-    """The model a chat opens with when none was chosen: the one used last, else the starter."""
-    from localq.starter import STARTER_REF
-    from localq.store.index import find, list_variants
-
-    variants = list_variants(db)
-    used = sorted((v for v in variants if v.last_used), key=lambda v: v.last_used, reverse=True)
-    if used:
-        return used[0].ref
-    starter = find(db, STARTER_REF)
-    if starter:
-        return starter[0].ref
-    return variants[0].ref if variants else None
 
 
 class Reply(Message):
@@ -115,12 +75,15 @@ class ChatScreen(SectionScreen):
     SECTION = "chat"
     TITLE_TEXT = "Chat"
     BINDINGS = [
-        Binding("escape", "stop", "stop reply", tooltip="stop the reply being written"),
-        Binding("ctrl+b", "toggle_sidebar", "past chats", tooltip="show or hide the past chats"),
-        Binding("ctrl+n", "new_chat", "new chat", tooltip="start a new chat"),
-        Binding("ctrl+s", "system_prompt", "system prompt", tooltip="edit the system prompt"),
-        Binding("ctrl+o", "parameters", "parameters", tooltip="edit the sampling parameters"),
-        Binding("ctrl+l", "switch_model", "switch model", tooltip="switch to another installed model"),
+        # Short labels: the footer must hold them all at 120 columns, the main ones at 80.
+        Binding("escape", "stop", "stop", tooltip="stop the reply being written"),
+        Binding("ctrl+b", "toggle_sidebar", "chats", tooltip="show or hide the past chats"),
+        Binding("ctrl+n", "new_chat", "new", tooltip="start a new chat"),
+        # Not in the footer (it has no room at 80 columns): the message box's placeholder names them.
+        Binding("ctrl+s", "system_prompt", "system", show=False, tooltip="edit the system prompt"),
+        Binding("ctrl+o", "parameters", "settings", show=False,
+                tooltip="edit the sampling parameters and the context length"),
+        Binding("ctrl+l", "switch_model", "model", tooltip="switch to another installed model"),
     ]
     EXTRA_BINDINGS = [("past chats", [
         Binding("enter", "", "resume the highlighted chat"),
@@ -139,6 +102,7 @@ class ChatScreen(SectionScreen):
         self._reply_widget: Markdown | None = None
         self._loading: str | None = None
         self._ref: str | None = None     # the reference the session was loaded from
+        self.n_ctx: int | None = None  # the context length chosen in ctrl+o (None: the backend's default)
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="chat-body"):
@@ -148,7 +112,8 @@ class ChatScreen(SectionScreen):
             with Vertical(id="chat-main"):
                 yield VerticalScroll(id="chat-transcript")
                 yield Static("no model loaded", id="chat-status", markup=False)
-                yield Input(placeholder="Write a message and press Enter", id="chat-input")
+                yield Input(placeholder="Message, then Enter · ctrl+s system prompt · ctrl+o settings",
+                            id="chat-input")
 
     def on_mount(self) -> None:
         self.query_one("#chat-sidebar").display = False
@@ -199,10 +164,12 @@ class ChatScreen(SectionScreen):
         from localq.chat.conversation import Conversation, open_session
         from localq.store.db import open_index
 
+        from localq.backends.base import LoadOptions
+
         old_session, old_conversation = self.session, self.conversation
         try:
             db = self.db or open_index()
-            session = open_session(db, ref, profile=self.app.profile, worker=True)
+            session = open_session(db, ref, LoadOptions(n_ctx=self.n_ctx), profile=self.app.profile, worker=True)
         except Exception as exc:
             report_error(self.app, exc)
             self.app.call_from_thread(self._load_failed, ref)
@@ -230,6 +197,8 @@ class ChatScreen(SectionScreen):
 
     def _load_failed(self, ref: str) -> None:
         self._loading = None
+        # A context the model refused (longer than it was trained for) is not kept for the next load.
+        self.n_ctx = self.session.n_ctx if self.session is not None else None
         self.set_status(f"could not load {ref}" if self.session is None else self.model_status())
 
     def _loaded(self, session, conversation, ref: str | None = None) -> None:
@@ -240,6 +209,8 @@ class ChatScreen(SectionScreen):
             previous.close()  # no-op when the loading worker closed it already
         self._loading = None
         self.set_status(self.model_status(last=self._last_stored_reply(conversation.chat)))
+        # Loading marked the model as used: Models' LAST USED says so without a reload.
+        self.app.post_message_to_sections("index_changed")
 
     def _last_stored_reply(self, chat):
         replies = [m for m in chat.messages if m.role == "assistant"]
@@ -250,12 +221,12 @@ class ChatScreen(SectionScreen):
         s = self.session
         if s is None:
             return "no model loaded"
-        from localq.tui.widgets.topbar import BACKEND_LABELS
+        from localq.backends import backend_label
 
         parts = [s.model_ref]
         if s.quant and s.quant not in s.model_ref:
             parts.append(s.quant)
-        parts.append(BACKEND_LABELS.get(s.backend_name, s.backend_name))
+        parts.append(backend_label(s.backend_name))
         if last is not None and getattr(last, "tokens_per_s", None) is not None:
             parts.append(f"{last.tokens_per_s:.1f} tok/s")
             if last.ttft_s is not None:
@@ -505,8 +476,9 @@ class ChatScreen(SectionScreen):
                 self.notify("system prompt set" if values["system"] else "system prompt removed", timeout=2)
 
         self.app.push_screen(PromptDialog(
-            "System prompt", [("system", "Used from the next reply on", "You are a helpful assistant.")],
+            "System prompt", [("system", "System prompt", "You are a helpful assistant.")],
             values={"system": self.conversation.system or ""},
+            note="Used from the next reply on; stored with the chat. Empty: no system prompt.",
         ), answered)
 
     def action_parameters(self) -> None:
@@ -518,20 +490,29 @@ class ChatScreen(SectionScreen):
         current = self.conversation.params
         values = {name: "" if getattr(current, name) is None else getattr(current, name)
                   for name, _, _ in PARAM_FIELDS}
+        values["n_ctx"] = self.session.n_ctx if self.session is not None else ""
 
         def answered(values: dict | None) -> None:
             if values is None or self.conversation is None:
                 return
             try:
                 self.conversation.params = parse_params(values, self.conversation.params)
+                n_ctx = parse_context(values.get("n_ctx", ""))
             except LocalqError as exc:
                 show_error(self.app, exc)
+                return
+            if n_ctx is not None and self.session is not None and n_ctx != self.session.n_ctx:
+                self.n_ctx = n_ctx
+                self.notify(f"parameters set; reloading {self.session.model_ref} with a {n_ctx}-token context",
+                            timeout=3)
+                self.open_model(self.session.model_ref)
                 return
             self.notify("parameters set", timeout=2)
 
         self.app.push_screen(PromptDialog(
-            "Sampling parameters", PARAM_FIELDS, values=values,
-            note="Used from the next reply on; stored with the chat.",
+            "Settings", PARAM_FIELDS + [CONTEXT_FIELD], values=values,
+            note="Sampling: used from the next reply on. Context: reloads the model, the chat goes on. "
+                 "Both are stored with the chat.",
         ), answered)
 
     def action_switch_model(self) -> None:

@@ -28,11 +28,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
-from localq.cache import human_size
+from localq.backends import backend_label
+from localq.recommend.suggest import comfortable, pull_ref
 from localq.tui.screens.base import SectionScreen, show_error
+from localq.units import size
 
 FIT_MARKS = {"fits": ("✓", "green"), "tight": ("~", "yellow"), "too big": ("✗", "red")}
-BACKEND_NAMES = {"llamacpp": "llama.cpp", "mlx": "MLX", "torch_int4": "torch INT4"}
 
 
 def fit_of(plan) -> str:
@@ -45,13 +46,6 @@ def fit_of(plan) -> str:
 def fit_text(plan) -> Text:
     mark, colour = FIT_MARKS[fit_of(plan)]
     return Text(mark, style=f"bold {colour}")
-
-
-def pull_ref(model, quant: str) -> str | None:
-    """The reference that pulls ``quant`` of a catalog model; None for quants only localq makes (int4)."""
-    if quant.startswith("int4"):
-        return None
-    return f"{model.ref}-{quant}"
 
 
 class DiscoverScreen(SectionScreen):
@@ -113,7 +107,7 @@ class DiscoverScreen(SectionScreen):
         if self.fits_only and self.recommendations:
             models = [m for m in models if fit_of(self._choice(m)) != "too big"]
             # Recommended first: the largest models that run at a comfortable speed, then the rest.
-            models.sort(key=lambda m: (self._choice(m).tokens_per_second < 5, -m.parameters))
+            models.sort(key=lambda m: (not comfortable(self._choice(m)), -m.parameters))
         table = self.query_one("#discover-models", DataTable)
         selected = self.selected_model()
         table.clear()
@@ -158,11 +152,11 @@ class DiscoverScreen(SectionScreen):
             return
         for plan in rec.plans:
             star = Text("★", style="bold yellow") if plan is rec.choice else ""
-            backend = BACKEND_NAMES.get(plan.backend, plan.backend)
+            backend = backend_label(plan.backend)
             if not plan.ready:
                 backend += " (not installed)"
             quants.add_row(star, plan.quant.upper() if plan.backend == "llamacpp" else plan.quant, backend,
-                           human_size(plan.total_bytes), fit_text(plan), f"{plan.tokens_per_second:.0f}",
+                           size(plan.total_bytes), fit_text(plan), f"{plan.tokens_per_second:.0f}",
                            f"+{plan.ppl_delta:.2f}", key=f"{plan.backend}:{plan.quant}")
         lines = [rec.reason] + [f"! {w}" for w in rec.warnings]
         if rec.plans:

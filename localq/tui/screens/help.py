@@ -34,7 +34,8 @@ DIALOG_KEYS = [
 def key_names(app, binding: Binding) -> str:
     """All the keys of a binding as they are shown: ``n / esc``."""
     keys = [k.strip() for k in binding.key.split(",") if k.strip()]
-    if binding.key_display and len(keys) == 1:
+    if binding.key_display and len(keys) == 1 and not binding.action.startswith("section("):
+        # (a section key's display names the whole range, for the footer: here each key is listed)
         return binding.key_display
     return " / ".join(app.get_key_display(replace(binding, key=k, key_display=None)) for k in keys)
 
@@ -44,13 +45,19 @@ def describe(binding: Binding) -> str:
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every binding, by section."""
+    """Every binding, by section, under a title that says how to close it."""
 
     BINDINGS = [Binding("escape,q,question_mark", "close", "close")]
+    CLOSE_ON_SECTION = True  # a section key closes it and opens that section
+    CLOSE_KEYS = "esc, q or ? closes"
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog-box wide", id="help-box"):
-            yield Label("Keys", classes="dialog-title")
+        box = VerticalScroll(classes="dialog-box wide", id="help-box")
+        box.border_title = "Help: every key"
+        box.border_subtitle = self.CLOSE_KEYS
+        with box:
+            yield Label(f"Every key of every screen, by where it works ({self.CLOSE_KEYS}; "
+                        "↑ ↓ and page keys scroll)", classes="dialog-detail")
             groups = self.app.all_bindings()
             groups[0] = (groups[0][0], groups[0][1] + BUILT_IN)
             groups.append(("Dialogs", DIALOG_KEYS))

@@ -1,8 +1,8 @@
 """A model's metadata, as ``localq show`` prints it: facts, quant mix, chat template.
 
-The GGUF header is read by ``localq.gguf_info.read_gguf_info`` (the same
-function the CLI uses) in a thread worker; the dialog shows "reading…" until
-it answers.
+The GGUF header is read by ``localq.gguf_info.read_gguf_info`` in a thread
+worker (the dialog shows "reading…" until it answers); the facts, the quant
+mix and the notes are ``localq.views.model``'s, which ``localq show`` prints.
 """
 
 from __future__ import annotations
@@ -14,62 +14,15 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from localq.cache import human_size
 from localq.tui.screens.base import report_error
-
-
-def count(n: int | None) -> str:
-    """A large count as people write it: 134.5M, 8.0B."""
-    if n is None:
-        return "?"
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(n)
-
-
-def tilde(path: str) -> str:
-    """A path with the home directory written as ``~``."""
-    from pathlib import Path
-
-    home = str(Path.home())
-    return "~" + path[len(home):] if home != "/" and path.startswith(home + "/") else path
-
-
-def info_facts(info, variant=None) -> list[tuple[str, str]]:
-    """(label, value) rows about a GGUF file and, if given, the installed variant."""
-    def unknown(value) -> str:
-        return "?" if value is None else str(value)
-
-    rows = []
-    if variant is not None:
-        rows.append(("model", variant.ref))
-        rows.append(("from", tilde(variant.source or variant.provenance.get("tool", "?"))))
-        rows.append(("sha256", variant.files[0].sha256 if variant.files else "?"))
-    rows += [
-        ("file", tilde(str(info.path))),
-        ("size", f"{human_size(info.size_bytes)} (GGUF v{info.gguf_version})"),
-        ("name", unknown(info.name)),
-        ("architecture", unknown(info.architecture)),
-        ("parameters", f"{count(info.parameter_count)} ({info.parameter_count:,})"),
-        ("file type", f"{unknown(info.file_type)}, {info.bits_per_weight:.2f} bits per weight"),
-        ("context length", unknown(info.context_length)),
-        ("layers", unknown(info.block_count)),
-        ("embedding", unknown(info.embedding_length)),
-        ("attention heads", f"{unknown(info.head_count)} (KV {unknown(info.head_count_kv)})"),
-        ("vocabulary", unknown(info.vocab_size)),
-        ("tokenizer", unknown(info.tokenizer_model)),
-        ("tensors", str(info.tensor_count)),
-    ]
-    if info.expert_count:
-        rows.append(("experts", f"{info.expert_count} ({info.expert_used_count} used)"))
-    return rows
+from localq.views.model import QUANT_MIX_COLUMNS, model_facts, model_notes, quant_mix_rows
 
 
 class ModelInfoScreen(ModalScreen[None]):
     """Everything the GGUF header says about one installed variant."""
 
     BINDINGS = [Binding("escape,q,i", "close", "close")]
+    CLOSE_ON_SECTION = True  # a section key closes it and opens that section
 
     def __init__(self, variant) -> None:
         super().__init__(classes="dialog")
@@ -105,29 +58,15 @@ class ModelInfoScreen(ModalScreen[None]):
         facts = Table.grid(padding=(0, 2))
         facts.add_column(style="bold", no_wrap=True)
         facts.add_column(overflow="fold")
-        for label, value in info_facts(info, self.variant):
+        for label, value in model_facts(info, self.variant):
             facts.add_row(label, Text(value))
         self.query_one("#info-facts", Static).update(facts)
         table = self.query_one("#info-mix", DataTable)
-        table.add_columns("quant mix", "tensors", "parameters", "size", "share")
-        for type_name, part in info.quant_mix.items():
-            share = part["bytes"] / info.tensor_bytes if info.tensor_bytes else 0
-            table.add_row(type_name, str(part["count"]), count(part["n_elements"]),
-                          human_size(part["bytes"]), f"{share:.0%}")
+        table.add_columns("quant mix", *QUANT_MIX_COLUMNS[1:])
+        for row in quant_mix_rows(info):
+            table.add_row(*row)
         table.display = True
-        notes = []
-        if info.rows_not_multiple_of_256:
-            notes.append(
-                f"note: {info.rows_not_multiple_of_256} of {info.matrix_tensor_count} weight matrices have rows "
-                "that are not a multiple of 256; K-quants (Q4_K_M …) fall back to other types on them"
-            )
-        if info.chat_template is None:
-            notes.append("chat template: none in this file")
-        else:
-            shown = info.chat_template[:300]
-            more = f"… ({len(info.chat_template)} characters)" if len(info.chat_template) > 300 else ""
-            notes.append(f"chat template:\n{shown}{more}")
-        self.query_one("#info-notes", Static).update("\n\n".join(notes))
+        self.query_one("#info-notes", Static).update("\n\n".join(model_notes(info)))
 
     def action_close(self) -> None:
         self.dismiss(None)

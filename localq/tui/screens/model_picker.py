@@ -10,8 +10,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
-from localq.cache import human_size
 from localq.tui.screens.base import index_db, report_error
+from localq.units import size
 
 
 class ModelPicker(ModalScreen[str | None]):
@@ -48,7 +48,7 @@ class ModelPicker(ModalScreen[str | None]):
         options = self.query_one(OptionList)
         for v in variants:
             here = "  (current)" if v.ref == self.current else ""
-            options.add_option(Option(f"{v.ref:<32} {v.format:<5} {human_size(v.size):>9}{here}", id=v.ref))
+            options.add_option(Option(f"{v.ref:<32} {v.format:<5} {size(v.size):>9}{here}", id=v.ref))
         if not variants:
             options.add_option(Option("no models installed", disabled=True))
         else:

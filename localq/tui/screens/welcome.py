@@ -4,8 +4,9 @@ Shown when the index holds nothing but the starter model. It shows the probe
 as it runs (the app's probe worker; the machine's lines appear when it
 answers), then offers: chat with the starter model now, the catalog filtered
 to what fits (recommended first), and the few pulls the recommender likes
-best here: the largest catalog models that fit and still run at a comfortable
-speed, each with its quant, size and estimated tokens/s.
+best here (``localq.recommend.suggest.suggested_pulls``, which ``localq recommend``
+with no model prints too): the largest catalog models that fit and still run
+at a comfortable speed, each with its quant, size and estimated tokens/s.
 """
 
 from __future__ import annotations
@@ -17,25 +18,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, LoadingIndicator, OptionList, Static
 from textual.widgets.option_list import Option
 
-from localq.cache import human_size
 from localq.tui.widgets.topbar import machine_summary
-
-COMFORTABLE_TPS = 8.0   # a reply you read as it is written
-SUGGESTIONS = 4
-
-
-def suggested_pulls(profile, models) -> list[tuple[object, object]]:
-    """(catalog model, plan) for the best pulls here: fits, comfortable speed, biggest first."""
-    from localq.recommend import recommend_pull
-
-    found = []
-    for model in models:
-        choice = recommend_pull(profile, model).choice
-        if choice is not None and choice.fits and choice.tokens_per_second >= COMFORTABLE_TPS:
-            found.append((model, choice))
-    found.sort(key=lambda mc: -mc[0].parameters)
-    return found[:SUGGESTIONS]
-
+from localq.units import size
 
 class WelcomeScreen(Screen):
     """First start: the machine, the starter model, the recommended pulls."""
@@ -49,14 +33,14 @@ class WelcomeScreen(Screen):
 
     def compose(self) -> ComposeResult:
         from localq.starter import STARTER_REF
-        from localq.tui.app import SECTIONS
+        from localq.tui.navigation import keys_line
 
         with VerticalScroll(id="welcome"):
             yield Label("Welcome to localq: language models that run on this machine", id="welcome-title")
             yield Static(
                 f"  c    chat with {STARTER_REF} now (the starter model: installed, no download)\n"
                 "  d    browse the models that fit this machine, recommended first\n"
-                f"  esc  your models; 1-{len(SECTIONS)} open the sections; ? lists every key",
+                f"  esc  your models; {keys_line()} open the sections; w shows this screen again; ? lists every key",
                 markup=False,
             )
             yield Label("This machine", classes="welcome-head")
@@ -74,8 +58,7 @@ class WelcomeScreen(Screen):
     def show_profile(self, profile) -> None:
         if profile is None:
             return
-        from localq.catalog import load_catalog
-        from localq.tui.screens.discover import pull_ref
+        from localq.recommend.suggest import suggested_pulls
 
         self.query_one("#welcome-probing").display = False
         lines = [machine_summary(profile)]
@@ -87,19 +70,16 @@ class WelcomeScreen(Screen):
         options = self.query_one(OptionList)
         options.clear_options()
         try:
-            suggestions = suggested_pulls(profile, load_catalog())
+            suggestions = suggested_pulls(profile)
         except Exception as exc:
             from localq.tui.screens.base import show_error
 
             show_error(self.app, exc)
             return
-        for model, plan in suggestions:
-            ref = pull_ref(model, plan.quant)
-            if ref is None:
-                continue
-            text = (f"★ {model.ref:<17} {plan.quant.upper():<7} {human_size(plan.weights_bytes):>9}  "
-                    f"about {plan.tokens_per_second:.0f} tokens/s")
-            options.add_option(Option(text, id=ref))
+        for s in suggestions:
+            text = (f"★ {s.model.ref:<17} {s.plan.quant.upper():<7} {size(s.plan.weights_bytes):>9}  "
+                    f"about {s.plan.tokens_per_second:.0f} tokens/s")
+            options.add_option(Option(text, id=s.ref))
         if not suggestions:
             options.add_option(Option("nothing in the catalog runs comfortably here; the starter model does",
                                        disabled=True))

@@ -15,10 +15,7 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import Static
 
-GiB = 2**30
-
-# Backend names as users know them.
-BACKEND_LABELS = {"llamacpp": "llama.cpp", "mlx": "mlx", "torch_int4": "torch", "torch-int4": "torch"}
+from localq.units import GiB
 
 _CPU_NOISE = re.compile(
     r"\(R\)|\(TM\)|\bCPU\b|\bProcessor\b|@\s*[\d.]+\s*GHz|\b\d+-Core\b|\bwith Radeon.*$", re.I
@@ -45,19 +42,24 @@ def best_isa(features: set[str]) -> str | None:
 
 
 def gib(n: int | None) -> str:
-    """Bytes as whole GiB, the way machines are sold: ``24 GB``."""
-    return "? GB" if n is None else f"{n / GiB:.0f} GB"
+    """Memory as whole GiB, the way machines are sold: ``24 GiB`` (localq.units' unit, rounded)."""
+    return "? GiB" if n is None else f"{n / GiB:.0f} GiB"
 
 
 def backend_marks(profile) -> list[str]:
-    """``llama.cpp ✓``, ``mlx(cpu) ✓``, ``torch ✗`` for each backend the probe knows."""
+    """``llama.cpp ✓``, ``MLX(cpu) ✓``: the backends that run here (the Hardware screen says why the others
+    do not); ``no backend ✗`` when none does."""
+    from localq.backends import backend_label
+
     marks = []
     for name, info in profile.backends.items():
-        label = BACKEND_LABELS.get(name, name)
-        if name == "mlx" and info.available and info.device:
-            label = f"mlx({info.device})"  # mlx on Linux is a CPU build: say so
-        marks.append(f"{label} {'✓' if info.available else '✗'}")
-    return marks
+        if not info.available:
+            continue
+        label = backend_label(name)
+        if name == "mlx" and info.device:
+            label = f"{label}({info.device})"  # mlx on Linux is a CPU build: say so
+        marks.append(f"{label} ✓")
+    return marks or ["no backend ✗"]
 
 
 def machine_summary(profile) -> str:
@@ -110,7 +112,7 @@ class NavBar(Static):
         self.current = current
 
     def on_mount(self) -> None:
-        from localq.tui.app import SECTIONS
+        from localq.tui.navigation import SECTIONS
 
         parts = []
         for number, section in enumerate(SECTIONS, start=1):

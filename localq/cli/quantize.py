@@ -22,7 +22,7 @@ def source_path(ref: str) -> Path:
     path = Path(ref).expanduser()
     if path.exists():
         return path
-    from localq.cli import open_db
+    from localq.cli.common import open_db
     from localq.store.index import find
 
     found = find(open_db(), ref)
@@ -59,7 +59,7 @@ def model_name_for(source: str, path: Path, name: str | None) -> str:
     if name:
         return check_name(name)
     if not Path(source).expanduser().exists():
-        from localq.cli import open_db
+        from localq.cli.common import open_db
         from localq.store.index import find
 
         found = find(open_db(), source)
@@ -97,7 +97,7 @@ def _convert_to_gguf(source: str, path: Path, out_type: str, output: Path | None
         written = out.write_outside_store(make, output)
         click.echo(f"wrote {written} ({planned.arch.gguf}, {len(planned.tensors)} tensors, {out_type.upper()})")
         return
-    from localq.cli import open_db
+    from localq.cli.common import open_db
 
     prov = out.provenance("localq convert", f"gguf-py {out.package_version('gguf')}", path, {"to": f"gguf-{out_type}"})
     model = model_name_for(source, path, name)
@@ -182,7 +182,8 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
     type. llama.cpp's log goes to a file in localq's log directory.
     Example: localq quantize ./SmolLM2-135M-Instruct --to Q4_K_M Q8_0
     """
-    from localq.cli import open_db, print_json
+    from localq.cli.common import open_db
+    from localq.cli.render import print_json
     from localq.quantize.jobs import Options, quantize, resolve_source
 
     wanted = [t for group in (*targets, *more_targets) for t in group.replace(",", " ").split()]
@@ -252,7 +253,8 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
     """
     import hashlib
 
-    from localq.cli import open_db, print_json
+    from localq.cli.common import open_db
+    from localq.cli.render import print_json
     from localq.evaluate import DEFAULT_TEXT_NAME, evaluate
 
     db = open_db()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from localq.chat.context import fit_messages
+from localq.backends.context import fit_messages
 from localq.errors import LocalqError
 
 

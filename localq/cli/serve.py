@@ -71,7 +71,7 @@ def serve_command(host, port, api_key, cors_origins, keep_alive, max_queue, max_
         n_ctx=n_ctx, n_threads=threads,
     ).validate()
 
-    from localq.cli import open_db
+    from localq.cli.common import open_db
     from localq.serve.server import serve
 
     open_db().conn.close()   # index the starter model, migrate the index, before the first request
@@ -110,8 +110,8 @@ def _url(host, port) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ps_command(host, port, api_key, as_json) -> None:
     """List the models the running server has loaded, with memory and expiry."""
-    from localq.cache import human_size
-    from localq.cli import print_json
+    from localq.units import size
+    from localq.cli.render import print_json
     from localq.serve.client import loaded_models
 
     models = loaded_models(_url(host, port), api_key)
@@ -125,7 +125,7 @@ def ps_command(host, port, api_key, as_json) -> None:
         state = "running" if m.get("running") else "idle"
         if m.get("queued"):
             state += f", {m['queued']} waiting"
-        rows.append((m["name"], m.get("backend", "?"), human_size(m.get("size")), str(m.get("context_length", "?")),
+        rows.append((m["name"], m.get("backend", "?"), size(m.get("size")), str(m.get("context_length", "?")),
                      state, _ago_or_in(m.get("expires_at"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:

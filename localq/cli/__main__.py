@@ -1,0 +1,5 @@
+"""``python -m localq.cli``: the ``localq`` command."""
+
+from localq.cli import main
+
+main()
