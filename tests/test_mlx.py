@@ -125,18 +125,18 @@ def test_cancel_stops_the_reply_and_the_session_goes_on(mlx_sessions):
 
 
 def test_the_8bit_quant_is_near_the_source_and_the_4bit_is_worse(mlx_quants, smollm2_hf_dir):
-    from localq.quantize.mlx_eval import compare_to_source, source_reference
+    from localq.evaluate import evaluate
 
     # One 128-token chunk of plain English prose, its second half scored: mlx's CPU build
-    # evaluates a prompt at about the speed it generates, so the text is short.
+    # evaluates a prompt at about the speed it generates, so the text is short. The same
+    # evaluation as `localq eval` (localq.evaluate), with MLX as the engine.
     text = (Path(__file__).parent / "fixtures" / "text" / "prose.txt").read_text()
-    reference = source_reference(smollm2_hf_dir, text, n_ctx=128, max_chunks=1)
-    q8 = compare_to_source(mlx_quants["mlx-8bit"], reference)
-    q4 = compare_to_source(mlx_quants["mlx-4bit"], reference)
-    print(f"\nSmolLM2 on MLX (CPU), {q8.scored_tokens} tokens: source ppl {q8.source_perplexity:.3f}; "
+    q8 = evaluate(mlx_quants["mlx-8bit"], against=smollm2_hf_dir, text=text, ctx=128, chunks=1)
+    q4 = evaluate(mlx_quants["mlx-4bit"], against=smollm2_hf_dir, text=text, ctx=128, chunks=1)
+    print(f"\nSmolLM2 on MLX (CPU), {q8.tokens_scored} tokens: source ppl {q8.source_perplexity:.3f}; "
           f"mlx-8bit {q8.perplexity:.3f} (KL {q8.kl_divergence:.4f}, top-1 {q8.top1_agreement:.3f}); "
           f"mlx-4bit {q4.perplexity:.3f} (KL {q4.kl_divergence:.4f}, top-1 {q4.top1_agreement:.3f})")
-    assert q8.scored_tokens == q4.scored_tokens == 63
+    assert q8.tokens_scored == q4.tokens_scored == 63
     assert q8.source_perplexity == q4.source_perplexity
     assert abs(q8.perplexity - q8.source_perplexity) < 0.03 * q8.source_perplexity and q8.kl_divergence < 0.01
     assert q4.perplexity > q8.perplexity

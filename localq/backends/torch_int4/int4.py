@@ -133,11 +133,3 @@ def pack_pairs(q: torch.Tensor, group: int) -> torch.Tensor:
     return words.to(torch.int32).reshape(n, k // 8).contiguous()
 
 
-def unpack_pairs(words: torch.Tensor, group: int) -> torch.Tensor:
-    """Codes uint8 [N, K] from the pairs layout (the inverse of ``pack_pairs``)."""
-    n, kw = words.shape
-    w = group // 8
-    g = words.to(torch.int64).reshape(n, kw // w, 1, w, 1)
-    shifts = (4 * torch.arange(4, device=words.device)).view(1, 1, 4, 1, 1)
-    both = torch.cat([(g >> shifts) & 0xF, (g >> (shifts + 16)) & 0xF], dim=-1)  # [N, groups, n, j, pair]
-    return both.to(torch.uint8).reshape(n, kw * 8)

@@ -272,11 +272,6 @@ def _interleave(gate, up):
     return read
 
 
-def split_w13(w13: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gate, up) from the interleaved fused weight."""
-    return w13[0::2], w13[1::2]
-
-
 def read_config(model_dir: Path) -> ModelConfig:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
