@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import statistics
 
+from localq.defaults import DEFAULT_CONTEXT
 from localq.errors import LocalqError
 from localq.recommend import (
     EFFICIENCY,
@@ -80,7 +81,7 @@ def calibrate(profile, benchmarks: list[dict]) -> tuple[dict, dict]:
             spec = ModelSpec.from_gguf_info(read_gguf_info(bench["path"]))
         except (LocalqError, OSError):  # not a GGUF, or a file gone: it cannot be estimated
             continue
-        context = bench["n_ctx"] or 4096
+        context = bench["n_ctx"] or DEFAULT_CONTEXT
         estimate = plan(profile, spec, quant, runtime, context).tokens_per_second
         if estimate > 0:
             ratios.setdefault((runtime.backend, runtime.device), []).append(bench["decode_tps"] / estimate)
@@ -90,14 +91,22 @@ def calibrate(profile, benchmarks: list[dict]) -> tuple[dict, dict]:
 
 def speeds(db, profile, model: str | None) -> Speeds:
     """What this machine's benchmarks say for ``model`` (a catalog ``name:size`` or None)."""
-    benchmarks = stored_benchmarks(db)
+    return _speeds_from(profile, stored_benchmarks(db))(model)
+
+
+def _speeds_from(profile, benchmarks: list[dict]):
+    """model name -> Speeds: the calibration once, each model's own measured speeds on demand."""
     efficiency, counts = calibrate(profile, benchmarks)
-    measured = {}
-    for bench in benchmarks:
-        runtime = _device(profile, bench["backend"])
-        if model and bench["model"] == model and runtime is not None:
-            measured[(runtime.backend, runtime.device, bench["quant"])] = bench["decode_tps"]
-    return Speeds(measured=measured, efficiency=efficiency, benchmarks=counts)
+
+    def speeds_for(model: str | None) -> Speeds:
+        measured = {}
+        for bench in benchmarks:
+            runtime = _device(profile, bench["backend"])
+            if model and bench["model"] == model and runtime is not None:
+                measured[(runtime.backend, runtime.device, bench["quant"])] = bench["decode_tps"]
+        return Speeds(measured=measured, efficiency=efficiency, benchmarks=counts)
+
+    return speeds_for
 
 
 def local_speeds(profile, model: str | None) -> Speeds | None:
@@ -111,5 +120,20 @@ def local_speeds(profile, model: str | None) -> Speeds | None:
         return None
     try:
         return speeds(db, profile, model)
+    finally:
+        db.conn.close()
+
+
+def local_speeds_for(profile):
+    """A function model name -> ``Speeds``, reading this machine's benchmarks once: for the
+    lists that recommend many models at a time (Discover, the recommended pulls)."""
+    from localq.store.db import open_index
+
+    try:
+        db = open_index()
+    except LocalqError:
+        return lambda model: None
+    try:
+        return _speeds_from(profile, stored_benchmarks(db))
     finally:
         db.conn.close()

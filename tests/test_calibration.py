@@ -119,3 +119,31 @@ def test_cli_recommend_uses_this_machines_benchmark(benched, monkeypatch):
     choice = json.loads(out.output)["choice"]
     assert choice["speed_source"] == "measured by localq bench"
     assert choice["tokens_per_second"] == pytest.approx(result.decode_tps, abs=0.01)
+
+
+def test_pull_discover_and_the_suggestions_use_this_machines_benchmark(benched):
+    """pull (choose_quant_for_pull), Discover and the recommended pulls take the same
+    measured speeds as `localq recommend`, read once per list."""
+    from localq.calibration import local_speeds_for
+    from localq.recommend import choose_quant_for_pull, recommend_pull
+    from localq.recommend.suggest import suggested_pulls
+
+    db, result = benched
+    profile = laptop_8gb()
+    speeds_for = local_speeds_for(profile)
+    rec = recommend_pull(profile, "smollm2:135m", ["q4_1", "q8_0"], speeds=speeds_for("smollm2:135m"))
+    q4_1 = next(p for p in rec.plans if p.quant == "q4_1")
+    assert q4_1.speed_source == "measured by localq bench"
+    assert q4_1.tokens_per_second == pytest.approx(result.decode_tps, abs=0.01)
+    other = speeds_for("llama3.2:1b")
+    assert other.measured == {} and other.efficiency == speeds(db, profile, None).efficiency
+    assert choose_quant_for_pull(profile, "smollm2:135m", ["Q4_1"], speeds=speeds_for("smollm2:135m")) == "Q4_1"
+    # The recommended pulls take each model's speeds from the function they are given
+    # (this machine's calibration is whatever it measured; a doubled factor is a known one).
+    key = ("llamacpp", "cpu")
+    doubled = Speeds(efficiency={key: 2 * EFFICIENCY[key]}, benchmarks={key: 1})
+    listed = suggested_pulls(profile, speeds_for=lambda model: doubled)
+    assert listed and all(s.plan.speed_source.startswith("estimated with llamacpp's efficiency calibrated from 1")
+                          for s in listed)
+    plain = {s.model.ref: s.plan.tokens_per_second for s in suggested_pulls(profile)}
+    assert all(s.plan.tokens_per_second > plain.get(s.model.ref, 0) for s in listed)

@@ -44,7 +44,11 @@ def recommend_command(model: str | None, ctx: int | None, prefer: str, as_json: 
         from localq.machine import machine_profile
         from localq.recommend.suggest import suggested_pulls
 
-        return print_suggestions(suggested_pulls(machine_profile(), context=ctx, prefer=prefer), as_json)
+        from localq.calibration import local_speeds_for
+
+        profile = machine_profile()
+        return print_suggestions(suggested_pulls(profile, context=ctx, prefer=prefer,
+                                                 speeds_for=local_speeds_for(profile)), as_json)
 
     from localq.names import expand_path, parse
     from localq.machine import machine_profile

@@ -64,10 +64,13 @@ def recommended_quant(model, quants: dict[str, int]) -> tuple[str, str, str] | N
     """
     if model is None:
         return None
+    from localq.calibration import local_speeds
     from localq.machine import machine_profile
     from localq.recommend import choose_quant_for_pull
 
-    chosen = choose_quant_for_pull(machine_profile(), model, sorted(quants, key=lambda q: quants[q]))
+    profile = machine_profile()   # what localq bench measured here counts, as in `localq recommend`
+    chosen = choose_quant_for_pull(profile, model, sorted(quants, key=lambda q: quants[q]),
+                                   speeds=local_speeds(profile, model.ref))
     if not isinstance(chosen, str) or not chosen:
         from localq.hub import fallback_quant
 

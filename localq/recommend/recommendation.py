@@ -181,28 +181,31 @@ def pullable_quants(model) -> list[str] | None:
 
 
 def recommend_pull(profile: HardwareProfile, model, available_quants=None, context: int | None = None,
-                   prefer: str = "balanced") -> Recommendation:
+                   prefer: str = "balanced", speeds: Speeds | None = None) -> Recommendation:
     """The recommendation a pull acts on, shared by ``localq pull`` and the app's Discover.
 
     Among the quants that can be fetched: ``available_quants`` (a repository's
     listing: tags, or tag -> bytes for exact sizes) when given, else the
-    catalog's record (``pullable_quants``).
+    catalog's record (``pullable_quants``). ``speeds``: what ``localq bench``
+    measured here (``localq.calibration``), as ``recommend`` takes it, so a
+    pull chooses with the same figures ``localq recommend`` shows.
     """
     if isinstance(model, str):
         model = find_model(model)
     spec = _spec(model)
     if available_quants is None:
         quants = pullable_quants(model) if not isinstance(model, ModelSpec) else None
-        return recommend(profile, spec, context, prefer, quants=quants)
+        return recommend(profile, spec, context, prefer, quants=quants, speeds=speeds)
     offered = [q.lower() for q in available_quants]
     if isinstance(available_quants, dict):
         sizes = {tag.lower(): int(n) for tag, n in available_quants.items() if n and tag.lower() in QUANTS_BY_TAG}
         spec = ModelSpec(**{**asdict(spec), "file_sizes": {**spec.file_sizes, **sizes}})
-    return recommend(profile, spec, context, prefer, quants=[q for q in offered if q in QUANTS_BY_TAG])
+    return recommend(profile, spec, context, prefer, quants=[q for q in offered if q in QUANTS_BY_TAG], speeds=speeds)
 
 
 def choose_quant_for_pull(profile: HardwareProfile, model, available_quants,
-                          context: int | None = None, prefer: str = "balanced") -> str | None:
+                          context: int | None = None, prefer: str = "balanced",
+                          speeds: Speeds | None = None) -> str | None:
     """The quant ``localq pull`` should fetch, among those the repository offers.
 
     ``available_quants`` is a list of quant tags, or a dict of tag -> bytes
@@ -219,7 +222,7 @@ def choose_quant_for_pull(profile: HardwareProfile, model, available_quants,
     known = [tag for tag in offered if tag in QUANTS_BY_TAG]
     if not known:
         return None
-    rec = recommend_pull(profile, model, available_quants, context, prefer)
+    rec = recommend_pull(profile, model, available_quants, context, prefer, speeds)
     if rec.choice is None:
         raise LocalqError(f"none of the offered quants of {rec.model} fits this machine: {rec.reason}",
                           "name a quant explicitly to pull it anyway")

@@ -44,7 +44,7 @@ def comfortable(plan) -> bool:
 
 
 def suggested_pulls(profile, models=None, limit: int = SUGGESTIONS, context: int | None = None,
-                    prefer: str = "balanced") -> list[Suggestion]:
+                    prefer: str = "balanced", speeds_for=None) -> list[Suggestion]:
     """The best pulls here: catalog models whose choice fits at a comfortable speed, biggest first.
 
     ``models`` defaults to the whole catalog; ``context`` (tokens) is capped at
@@ -56,7 +56,8 @@ def suggested_pulls(profile, models=None, limit: int = SUGGESTIONS, context: int
     found = []
     for model in load_catalog() if models is None else models:
         ctx = None if context is None else min(context, model.context_length)
-        choice = recommend_pull(profile, model, context=ctx, prefer=prefer).choice
+        speeds = speeds_for(model.ref) if speeds_for else None
+        choice = recommend_pull(profile, model, context=ctx, prefer=prefer, speeds=speeds).choice
         ref = pull_ref(model, choice.quant) if choice is not None else None
         if comfortable(choice) and ref is not None:
             found.append(Suggestion(model, choice, ref))

@@ -89,6 +89,7 @@ class DiscoverScreen(SectionScreen):
     # --- the catalog --------------------------------------------------------------
 
     def refresh_catalog(self, *_args) -> None:
+        from localq.calibration import local_speeds_for
         from localq.catalog import format_parameters, search
         from localq.recommend import recommend_pull
 
@@ -97,9 +98,10 @@ class DiscoverScreen(SectionScreen):
         self.models = search(needle)
         self.recommendations = {}
         if profile is not None:
+            speeds_for = local_speeds_for(profile)   # localq bench's figures, as `localq recommend` uses them
             for model in self.models:
                 try:
-                    self.recommendations[model.ref] = recommend_pull(profile, model)
+                    self.recommendations[model.ref] = recommend_pull(profile, model, speeds=speeds_for(model.ref))
                 except Exception as exc:
                     show_error(self.app, exc)
                     break

@@ -70,7 +70,9 @@ class WelcomeScreen(Screen):
         options = self.query_one(OptionList)
         options.clear_options()
         try:
-            suggestions = suggested_pulls(profile)
+            from localq.calibration import local_speeds_for
+
+            suggestions = suggested_pulls(profile, speeds_for=local_speeds_for(profile))
         except Exception as exc:
             from localq.tui.screens.base import show_error
 
