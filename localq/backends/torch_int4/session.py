@@ -27,8 +27,6 @@ from localq.backends.base import (
 from localq.backends.torch_int4 import DEFAULT_CONTEXT, LLAMACPP_HINT
 from localq.errors import BackendError, LocalqError
 
-GiB = 2**30
-
 
 def pick_device(options: LoadOptions) -> torch.device:
     """CUDA (compute capability 8.0+), or the CPU when ``n_gpu_layers == 0``; BackendError otherwise."""
@@ -64,7 +62,8 @@ def load_model(model_dir: Path, device: torch.device):
             int4.check_ops("cuda")
             layout = "pairs" if importlib_has("triton") else "tinygemm-cuda"
         model, meta = checkpoint.load(model_dir, device, layout)
-        return model, f"int4-g{meta['group_size']}"
+        others = sorted(set(meta.get("group_sizes", {}).values()))     # a mixed checkpoint says so in its tag
+        return model, f"int4-g{meta['group_size']}" + "".join(f"/g{g}" for g in others)
     return load_hf(model_dir, device, torch.bfloat16), None
 
 
@@ -74,8 +73,33 @@ def importlib_has(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def load_decoder(model_dir: Path, cfg, device: torch.device, n_ctx: int):
+    """(Decoder, quant tag) of ``model_dir`` on ``device``: refused before any copy when CUDA has too little
+    free memory for it, and a one-line BackendError, not a dead process, when an allocation fails anyway."""
+    from localq.backends.torch_int4 import memory
+    from localq.backends.torch_int4.generate import PREFILL_CHUNK, Decoder
+
+    need = free = total = None
+    if device.type == "cuda":
+        need = memory.needed_bytes(model_dir, cfg, n_ctx, PREFILL_CHUNK)
+        free, total = torch.cuda.mem_get_info(device)
+        memory.check_fits(model_dir.name, need, free, total, n_ctx)
+    failed = None
+    try:
+        net, quant = load_model(model_dir, device)
+        return Decoder(net, n_ctx), quant
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not memory.is_out_of_memory(exc):
+            raise
+        failed = type(exc).__name__   # raised below, once this frame's tensors are gone with the traceback
+    net = None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(device)
+    raise memory.out_of_memory(model_dir.name, failed, device.type, need, free, total, n_ctx)
+
+
 def load_session(model, options: LoadOptions, profile=None) -> TorchInt4Session:
-    from localq.backends.torch_int4.generate import Decoder
     from localq.backends.torch_int4.model import read_config
     from localq.backends.torch_int4.tokenizer import ModelTokenizer
 
@@ -93,15 +117,7 @@ def load_session(model, options: LoadOptions, profile=None) -> TorchInt4Session:
         torch.set_num_threads(options.n_threads)
     tokenizer = ModelTokenizer(model_dir)
     started = time.perf_counter()
-    try:
-        net, quant = load_model(model_dir, device)
-        decoder = Decoder(net, n_ctx)
-    except torch.OutOfMemoryError as exc:
-        torch.cuda.empty_cache()
-        free, total = torch.cuda.mem_get_info()
-        raise BackendError(f"out of GPU memory loading {model_dir.name} with a {n_ctx}-token context "
-                           f"({free / GiB:.1f} of {total / GiB:.1f} GiB free)",
-                           "pick a smaller model or quant, a smaller --ctx, or close other GPU programs") from exc
+    decoder, quant = load_decoder(model_dir, cfg, device, n_ctx)
     return TorchInt4Session(decoder, tokenizer, device, model_path=path, n_ctx=n_ctx,
                             n_threads=torch.get_num_threads(), load_s=time.perf_counter() - started,
                             model_ref=record["model_ref"], quant=record["quant"] or quant,
