@@ -326,6 +326,17 @@ def pull_display(as_json: bool):
     return RichPullProgress() if sys.stdout.isatty() else PlainPullProgress()
 
 
+def print_int4_pull_result(made, as_json: bool) -> None:
+    """The last line of ``localq pull MODEL-int4-gN`` (``localq.quantize.pull_source``): made, or installed."""
+    if as_json:
+        click.echo(json.dumps({"event": "result", "ref": made.variant.ref, "status": made.status}))
+    elif made.status == "installed":
+        click.echo(f"{made.variant.ref} is installed ({_mb(made.variant.size)})")
+    else:
+        fetched = f"; {_mb(made.downloaded)} downloaded" if made.downloaded else ""
+        click.echo(f"made {made.variant.ref} ({_mb(made.variant.size)}) from {made.source.ref}{fetched}")
+
+
 def print_pull_result(result, as_json: bool) -> None:
     """The last line of ``localq pull``: what was pulled, or that it was there already."""
     if as_json:

@@ -1,0 +1,142 @@
+"""``localq pull MODEL-int4-gN``: the source pulled from the (loopback) Hub, quantized here, after asking.
+
+The Hub serves the real SmolLM2 as a bf16 safetensors repository (made from
+the GGUF by localq's converter) under the catalog's source repository name;
+its GGUF repository is not served at all: nothing of an INT4 pull may touch it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+pytest.importorskip("tokenizers")
+
+from click.testing import CliRunner  # noqa: E402  (after the skips)
+
+from localq.cli import cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def source_repo_files(smollm2_hf_dir: Path, tmp_path_factory) -> dict[str, Path]:
+    """SmolLM2 as its Hub repository holds it: bf16 weights, config.json saying so, the tokenizer files."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path_factory.mktemp("smollm2-bf16")
+    tensors = {k: v.to(torch.bfloat16) for k, v in load_file(str(smollm2_hf_dir / "model.safetensors")).items()}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((smollm2_hf_dir / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "torch_dtype": "bfloat16"}))
+    files = {"model.safetensors": out / "model.safetensors", "config.json": out / "config.json"}
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        files[name] = smollm2_hf_dir / name
+    return files
+
+
+@pytest.fixture(scope="module")
+def source_hub(source_repo_files):
+    from hub_server import FakeHub
+
+    from localq.catalog import find
+
+    hub = FakeHub()
+    hub.add_repo(find("smollm2", "135m").source_repo, source_repo_files)
+    with hub:
+        yield hub
+
+
+@pytest.fixture
+def hub(source_hub, tmp_home, tmp_path, monkeypatch):
+    source_hub.reset()
+    monkeypatch.setenv("HF_ENDPOINT", source_hub.endpoint)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    return source_hub
+
+
+def variants(formats=("int4", "safetensors")):
+    """The installed variants of these formats, by ref (the starter GGUF a fresh home indexes is not one)."""
+    from localq.store.db import open_index
+    from localq.store.index import list_variants
+
+    return {v.ref: v for v in list_variants(open_index()) if v.format in formats}
+
+
+def test_without_a_terminal_and_without_y_is_an_error_and_fetches_nothing(hub):
+    result = CliRunner().invoke(cli, ["pull", "smollm2:135m-int4-g64"])
+    print(result.output)
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: smollm2:135m-int4-g64 is made here, not downloaded")
+    assert "hf.co/HuggingFaceTB/SmolLM2-135M-Instruct:source" in line and "pass -y" in line
+    assert hub.bytes_sent("model.safetensors") == 0 and variants() == {}
+
+
+def test_pull_int4_pulls_the_source_quantizes_it_and_keeps_the_source(hub):
+    """-y: the source comes from the Hub once; each group size after that is made from the stored source."""
+    from localq.backends.base import GenerationParams, LoadOptions
+    from localq.backends.torch_int4 import TorchInt4Backend
+
+    made = CliRunner().invoke(cli, ["pull", "smollm2:135m-int4-g64", "-y"])
+    print(made.output)
+    assert made.exit_code == 0, made.output
+    assert made.output.strip().splitlines()[-1].startswith("made smollm2:135m-int4-g64 (")
+    assert "quantizing hf.co/HuggingFaceTB/SmolLM2-135M-Instruct:bf16 to int4-g64" in made.output
+    sent = hub.bytes_sent("model.safetensors")
+    assert sent == hub.file("HuggingFaceTB/SmolLM2-135M-Instruct", "model.safetensors").size
+    installed = variants()
+    source, int4 = installed["hf.co/HuggingFaceTB/SmolLM2-135M-Instruct:bf16"], installed["smollm2:135m-int4-g64"]
+    assert source.format == "safetensors" and int4.format == "int4"
+    assert int4.provenance["parameters"]["to"] == "int4-g64"
+    assert "localq-int4.json" in {f.relpath for f in int4.files}
+
+    session = TorchInt4Backend().load(int4, LoadOptions(n_ctx=256, n_gpu_layers=0))
+    try:
+        done = session.complete("Hi", GenerationParams(temperature=0.0, max_tokens=4))
+    finally:
+        session.close()
+    assert done.completion_tokens >= 1
+
+    again = CliRunner().invoke(cli, ["pull", "smollm2:135m-int4-g64"])        # nothing to do: no question
+    assert again.exit_code == 0 and "smollm2:135m-int4-g64 is installed" in again.output, again.output
+    other = CliRunner().invoke(cli, ["pull", "smollm2:135m-int4-g32", "-y", "--json"])
+    assert other.exit_code == 0, other.output
+    assert json.loads(other.output.strip().splitlines()[-1]) == {"event": "result", "ref": "smollm2:135m-int4-g32",
+                                                                  "status": "made"}
+    assert hub.bytes_sent("model.safetensors") == sent                        # the stored source was used
+    assert {"smollm2:135m-int4-g32", "smollm2:135m-int4-g64"} <= set(variants())
+
+
+def test_group_size_that_cannot_be_made_is_refused_before_any_download(hub):
+    result = CliRunner().invoke(cli, ["pull", "smollm2:135m-int4-g128", "-y"])
+    print(result.output)
+    assert result.exit_code == 1
+    assert "group size 128 does not divide smollm2:135m's rows (hidden_size 576)" in result.output
+    assert "pull smollm2:135m-int4-g64 instead" in result.output
+    assert hub.requests == [] and variants() == {}
+
+
+def test_asks_on_a_terminal_and_no_means_nothing_fetched(hub, tmp_home):
+    """In a real terminal the pull says what it will do and asks; "n" leaves the store and the Hub untouched."""
+    pexpect = pytest.importorskip("pexpect")
+
+    env = {**os.environ, "LOCALQ_HOME": str(tmp_home)}
+    child = pexpect.spawn(sys.executable, ["-m", "localq.cli", "pull", "smollm2:135m-int4-g64"], env=env,
+                          encoding="utf-8", timeout=60, dimensions=(24, 200))
+    child.expect(r"Go ahead\? \[y/N\]")
+    question = child.before
+    child.sendline("n")
+    child.expect(pexpect.EOF)
+    child.close()
+    print(question, child.before)
+    assert "will pull its safetensors source hf.co/HuggingFaceTB/SmolLM2-135M-Instruct:source (bf16" in question
+    assert "not pulled: nothing was downloaded or made" in child.before and child.exitstatus == 0
+    assert hub.bytes_sent("model.safetensors") == 0 and variants() == {}
