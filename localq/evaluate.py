@@ -178,9 +178,26 @@ def plan_chunks(n_tokens: int, ctx: int, chunks: int | None) -> int:
     return most if chunks is None else max(1, min(chunks, most))
 
 
-def scorer_for(path: Path, ctx: int, threads: int):
-    """llama.cpp for a GGUF file; MLX (``localq.quantize.mlx_eval.MLXScorer``) for a model directory."""
-    if Path(path).is_dir():
+def engine_of(path: Path) -> str:
+    """``llamacpp`` for a GGUF file, ``torch_int4`` for a localq INT4 checkpoint, else (a directory) ``mlx``."""
+    path = Path(path)
+    if not path.is_dir():
+        return "llamacpp"
+    from localq.backends.torch_int4 import CHECKPOINT_META   # the light module: no torch for a check
+
+    return "torch_int4" if (path / CHECKPOINT_META).is_file() else "mlx"
+
+
+def scorer_for(path: Path, ctx: int, threads: int, engine: str | None = None):
+    """The scorer of ``engine`` (default: ``engine_of(path)``) for ``path``: llama.cpp for a GGUF file,
+    MLX (``localq.quantize.mlx_eval.MLXScorer``) or the torch INT4 backend
+    (``localq.backends.torch_int4.scorer.Int4Scorer``) for a model directory."""
+    engine = engine or engine_of(path)
+    if engine == "torch_int4":
+        from localq.backends.torch_int4.scorer import Int4Scorer
+
+        return Int4Scorer(path, ctx, threads)
+    if engine == "mlx":
         from localq.quantize.mlx_eval import MLXScorer
 
         return MLXScorer(path, ctx, threads)
@@ -197,9 +214,13 @@ def evaluate(
     chunks: int | None = DEFAULT_CHUNKS,
     threads: int | None = None,
     on_progress: ProgressFn | None = None,
+    source_scorer=None,
 ) -> EvalResult:
-    """Perplexity of a GGUF or an MLX directory on ``text`` (default: the pydoc topics), and KL / top-1
-    against ``against`` (of the same engine: a quant against its source)."""
+    """Perplexity of a GGUF, an MLX directory or a localq INT4 checkpoint on ``text`` (default: the pydoc
+    topics), and KL / top-1 against ``against``, run by the same engine (a quant against its source).
+
+    ``source_scorer`` is ``against`` already open (``evaluate_many`` passes one that remembers its logits).
+    """
     from localq.backends.llamacpp import physical_cores
 
     text = default_text() if text is None else text
@@ -210,7 +231,7 @@ def evaluate(
         tokens = scorer.tokenize(text)
         n_chunks = plan_chunks(len(tokens), ctx, chunks)
         if against is not None:
-            source = scorer_for(against, ctx, threads)
+            source = source_scorer or scorer_for(against, ctx, threads, engine_of(model_path))  # the quant's engine
             if source.n_vocab != scorer.n_vocab or source.tokenize(text) != tokens:
                 raise LocalqError(f"{Path(against).name} has another vocabulary than {Path(model_path).name}",
                                   "compare a quant with the model it was made from")
@@ -238,7 +259,7 @@ def evaluate(
         seconds = time.perf_counter() - started
     finally:
         scorer.close()
-        if source is not None:
+        if source is not None and source_scorer is None:
             source.close()
     all_nll = np.concatenate(nll)
     mean = float(all_nll.mean())
@@ -256,3 +277,55 @@ def evaluate(
         result.kl_divergence = float(np.concatenate(kls).mean())
         result.top1_agreement = float(np.concatenate(same).mean())
     return result
+
+
+class RecordedScorer:
+    """A scorer whose answers are kept: each chunk is run once, however many models are compared with it.
+
+    Holds every chunk's logits in memory (``ctx / 2`` positions times the
+    vocabulary, float32, per chunk): meant for the handful of chunks a
+    comparison of quants reads.
+    """
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+        self.n_vocab, self.add_bos, self.bos = scorer.n_vocab, scorer.add_bos, scorer.bos
+        self._tokens: dict[str, list[int]] = {}
+        self._logits: dict[tuple, np.ndarray] = {}
+
+    def tokenize(self, text: str) -> list[int]:
+        if text not in self._tokens:
+            self._tokens[text] = self.scorer.tokenize(text)
+        return self._tokens[text]
+
+    def chunk_logits(self, tokens: list[int], first: int) -> np.ndarray:
+        key = (tuple(tokens), first)
+        if key not in self._logits:
+            self._logits[key] = self.scorer.chunk_logits(tokens, first)
+        return self._logits[key]
+
+    def close(self) -> None:
+        self.scorer.close()
+        self._logits.clear()
+
+
+def evaluate_many(model_paths: list[Path], *, against: Path, ctx: int = DEFAULT_CTX,
+                  threads: int | None = None, **options) -> list[EvalResult]:
+    """``evaluate`` of each model against one source, which runs once (``RecordedScorer``).
+
+    The models must share an engine (the source runs in it): INT4 checkpoints,
+    or MLX directories, or GGUF files.
+    """
+    from localq.backends.llamacpp import physical_cores
+
+    engines = {engine_of(p) for p in model_paths}
+    if len(engines) != 1:
+        raise LocalqError(f"these models run in different engines ({', '.join(sorted(engines))})",
+                          "compare the quants of one engine at a time")
+    threads = threads or physical_cores()
+    source = RecordedScorer(scorer_for(against, ctx, threads, engines.pop()))
+    try:
+        return [evaluate(p, against=against, ctx=ctx, threads=threads, source_scorer=source, **options)
+                for p in model_paths]
+    finally:
+        source.close()

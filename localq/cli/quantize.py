@@ -220,12 +220,13 @@ def _gguf_to_evaluate(db, ref: str):
     if not found:
         raise LocalqError(f"{ref!r} is neither a file nor an installed model", "check the path, or see `localq ls`")
     v = found[0]
-    if v.format in ("mlx", "safetensors"):      # measured in MLX, from its files under their names
+    if v.format in ("mlx", "safetensors", "int4"):      # a model directory: its files under their names
         from localq.store.materialize import materialize
 
         return materialize(v), v
     if v.format != "gguf":
-        raise LocalqError(f"{v.ref} is {v.format}: localq eval measures GGUF and MLX models", "pick another variant")
+        raise LocalqError(f"{v.ref} is {v.format}: localq eval measures GGUF, MLX and INT4 models",
+                          "pick another variant")
     return v.main_path, v
 
 
@@ -259,7 +260,8 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
 
     db = open_db()
     path, variant = _gguf_to_evaluate(db, model)
-    mlx = path.is_dir()        # an MLX model: measured with mlx against a safetensors source, no GGUF on the way
+    # A model directory (MLX, or a localq INT4 checkpoint): measured in its engine against a safetensors source.
+    mlx = path.is_dir()
     source_path = source_variant = None
     temp_source = None
     if against:
@@ -274,7 +276,8 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
         text, text_name = None, DEFAULT_TEXT_NAME
     try:
         if mlx and source_path is not None and not source_path.is_dir():
-            raise LocalqError("an MLX model is measured against its safetensors source (a directory or installed model)",
+            raise LocalqError("an MLX or INT4 model is measured against its safetensors source (a directory or "
+                              "installed model)",
                               "give --against the Hugging Face directory it was quantized from")
         if mlx:
             from localq.quantize import output

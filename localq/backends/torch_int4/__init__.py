@@ -23,9 +23,9 @@ from __future__ import annotations
 import importlib.util
 
 from localq.backends.base import Backend, LoadOptions
-
 from localq.defaults import DEFAULT_CONTEXT  # noqa: F401  (one default context for every backend)
 
+CHECKPOINT_META = "localq-int4.json"     # what marks a directory as a localq INT4 checkpoint (checkpoint.py)
 INSTALL_HINT = "pip install 'localq[torch]' (with a CUDA build of torch)"
 LLAMACPP_HINT = "run a GGUF quant with llama.cpp instead (`localq recommend MODEL` names one)"
 
