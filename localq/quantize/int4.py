@@ -34,8 +34,17 @@ def calibration_tokens(model_dir: Path, limit: int = 256) -> list[int]:
 
 
 def quantize_model_dir(source: Path, out_dir: Path, target: str = "int4-g128", *, awq: bool = False,
-                       head_int4: bool = False, on_progress=None) -> Path:
-    """Write ``out_dir``, a localq INT4 checkpoint of the safetensors model in ``source``."""
+                       head_int4: bool = False, fallback_group: int | None = None, on_progress=None) -> Path:
+    """Write ``out_dir``, a localq INT4 checkpoint of the safetensors model in ``source``.
+
+    A group size that does not divide a projection's rows is refused, unless
+    ``fallback_group`` is given: those projections are then quantized at that
+    size, and the checkpoint says which (``group_sizes`` in its metadata, a
+    version 2 checkpoint). ``localq quantize`` never asks for this: its
+    ``int4-g128`` is g128 throughout; the quality measurements use it to
+    measure g128 where it applies on models whose rows it does not divide
+    (SmolLM2's 576).
+    """
     import json
 
     import torch
@@ -48,16 +57,21 @@ def quantize_model_dir(source: Path, out_dir: Path, target: str = "int4-g128", *
     source = Path(source)
     model = load_hf(source, "cpu", torch.float32)
     lins = int4_linears(model, head=head_int4)
-    for name, lin in lins.items():          # refuse before any work
-        int4.check_group(group, lin.in_features, name)
+    groups = {}                              # projections at another group size than ``group``
+    for name, lin in lins.items():           # refuse before any work
+        if fallback_group is not None and lin.in_features % group:
+            int4.check_group(fallback_group, lin.in_features, name)
+            groups[name] = fallback_group
+        else:
+            int4.check_group(group, lin.in_features, name)
     alphas = {}
     if awq:
         from localq.quantize.awq import apply_awq
 
-        alphas = apply_awq(model, calibration_tokens(source), group)
+        alphas = apply_awq(model, calibration_tokens(source), group, groups)
     tensors = {}
     for i, (name, lin) in enumerate(lins.items()):
-        q, s, z = int4.quantize_rtn(lin.weight.data, group)
+        q, s, z = int4.quantize_rtn(lin.weight.data, groups.get(name, group))
         tensors[f"{name}.qweight"] = int4.pack_nibbles(q)
         tensors[f"{name}.scales"], tensors[f"{name}.zeros"] = s, z
         lin.weight = None
@@ -67,9 +81,10 @@ def quantize_model_dir(source: Path, out_dir: Path, target: str = "int4-g128", *
         tensors[name] = p.data.to(torch.bfloat16)
     config = json.loads((source / "config.json").read_text())
     meta = {
-        "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
+        "format": checkpoint.FORMAT, "version": checkpoint.MIXED_VERSION if groups else checkpoint.VERSION,
         "layout": checkpoint.LAYOUT, "layout_version": checkpoint.LAYOUT_VERSION,
-        "group_size": group, "head": "int4" if head_int4 else "bf16", "awq": awq,
+        "group_size": group, **({"group_sizes": groups} if groups else {}),
+        "head": "int4" if head_int4 else "bf16", "awq": awq,
         "awq_alphas": alphas, "torch_version": torch.__version__,
         "source_sha256": checkpoint.source_sha256(source), "source": source.name, "config": config,
     }

@@ -9,6 +9,8 @@ A checkpoint directory holds:
   biases, the head when it stays bf16) under its own name, in bf16;
 - ``localq-int4.json``: ``format``, ``version``, ``layout`` and
   ``layout_version``, ``group_size``, ``head`` (``bf16``/``int4``), ``awq``,
+  (version 2 only) ``group_sizes``, the projections quantized at another
+  group size, by name (``quantize_model_dir``'s ``fallback_group``),
   ``torch_version`` that wrote it, ``source_sha256`` (of the source's
   safetensors files, in name order) and the model's ``config``;
 - the source's ``config.json`` and tokenizer files, so it loads on its own.
@@ -30,11 +32,13 @@ from pathlib import Path
 
 import torch
 
+from localq.backends.torch_int4 import CHECKPOINT_META
 from localq.errors import BackendError
 
-META_FILE = "localq-int4.json"
+META_FILE = CHECKPOINT_META
 WEIGHTS_FILE = "model.safetensors"
 FORMAT, VERSION = "localq-int4", 1
+MIXED_VERSION = 2           # adds ``group_sizes``: projections at another group size than ``group_size``
 LAYOUT, LAYOUT_VERSION = "nibbles", 1
 TORCH_SPECIFIC_LAYOUTS = ("tinygemm-cpu", "tinygemm-cuda")
 COPIED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -52,9 +56,9 @@ def read_meta(path: Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise BackendError(f"{meta_path} is missing or not JSON ({exc})", "quantize the model again") from exc
-    if meta.get("format") != FORMAT or not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+    if meta.get("format") != FORMAT or not isinstance(meta.get("version"), int) or meta["version"] > MIXED_VERSION:
         raise BackendError(f"{path} is a {meta.get('format')} v{meta.get('version')} checkpoint; this localq "
-                           f"reads {FORMAT} v{VERSION}", "upgrade localq, or quantize the model again")
+                           f"reads {FORMAT} v{VERSION} and v{MIXED_VERSION}", "upgrade localq, or quantize the model again")
     layout, lv = meta.get("layout"), meta.get("layout_version")
     if layout in TORCH_SPECIFIC_LAYOUTS and meta.get("torch_version") != torch.__version__:
         raise BackendError(f"{path} was packed as {layout} by torch {meta.get('torch_version')}; this is torch "
@@ -63,9 +67,17 @@ def read_meta(path: Path) -> dict:
     if layout != LAYOUT or lv != LAYOUT_VERSION:
         raise BackendError(f"{path} uses INT4 layout {layout!r} v{lv}, which this localq cannot repack "
                            f"(it reads {LAYOUT!r} v{LAYOUT_VERSION})", "quantize the model again")
-    if meta.get("group_size") not in (32, 64, 128):
-        raise BackendError(f"{path} has INT4 group size {meta.get('group_size')!r}", "quantize the model again")
+    sizes = meta.get("group_sizes", {})
+    bad = [g for g in [meta.get("group_size"), *(sizes.values() if isinstance(sizes, dict) else [sizes])]
+           if g not in (32, 64, 128)]
+    if bad:
+        raise BackendError(f"{path} has INT4 group size {bad[0]!r}", "quantize the model again")
     return meta
+
+
+def group_of(meta: dict, name: str) -> int:
+    """The group size of projection ``name`` in a checkpoint with metadata ``meta``."""
+    return meta.get("group_sizes", {}).get(name, meta["group_size"])
 
 
 def source_sha256(model_dir: Path) -> str:
@@ -116,7 +128,6 @@ def load(path: Path, device, layout: str, dtype=torch.bfloat16):
 
     meta = read_meta(path)
     cfg = ModelConfig.from_hf(meta["config"])
-    group = meta["group_size"]
     with torch.device("meta"):
         model = Transformer(cfg)
     with contextlib.ExitStack() as stack:
@@ -126,6 +137,7 @@ def load(path: Path, device, layout: str, dtype=torch.bfloat16):
             if isinstance(lin, Linear) and f"{name}.qweight" in names:
                 from localq.backends.torch_int4 import int4
 
+                group = group_of(meta, name)
                 int4.check_group(group, lin.in_features, name)
                 q = int4.unpack_nibbles(f.get_tensor(f"{name}.qweight"))
                 lin.set_int4(q, f.get_tensor(f"{name}.scales"), f.get_tensor(f"{name}.zeros"), group, layout, device)
