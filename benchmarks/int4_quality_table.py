@@ -16,7 +16,7 @@ For each source: ``localq quantize``'s INT4 (``quantize_model_dir``) at g32,
 g64 and g128, RTN and ``--awq``, each measured by ``localq.evaluate`` against
 its source (both run by the torch INT4 backend on the CPU; the source in bf16)
 on the default text: perplexity, its increase, mean KL divergence and top-1
-agreement, and AWQ's loss as a share of RTN's (``+PPL AWQ / +PPL RTN``).
+agreement, and AWQ's loss as a share of RTN's (its perplexity increase and its KL divergence).
 SmolLM2's rows are 576 wide, which 128 does not divide: the ``g128/g64`` rows
 quantize at g128 the projections whose rows it divides (the down projections,
 1536 wide: a quarter of the weights) and the others at g64, and their
@@ -83,14 +83,18 @@ def main() -> None:
             src_ppl = results[0].source_perplexity
             print(f"\nsource: {name} (perplexity {src_ppl:.4f})")
             print(f"{'group':9s} {'method':6s} {'PPL':>9s} {'+PPL':>8s} {'KL':>8s} {'top-1':>7s} "
-                  f"{'AWQ/RTN loss':>13s} {'CPU s':>6s}")
-            rtn_loss = {}
+                  f"{'AWQ/RTN +PPL':>13s} {'AWQ/RTN KL':>11s} {'CPU s':>6s}")
+            rtn = {}
             for (label, awq, path), r in zip(made, results):
-                loss = r.perplexity - src_ppl
-                share = f"{loss / rtn_loss[label]:13.2f}" if awq else f"{'':13s}"
-                rtn_loss.setdefault(label, loss)
+                if not awq:
+                    rtn[label] = r
+                    shares = f"{'':13s} {'':11s}"
+                else:       # AWQ's loss as a share of RTN's; none where RTN lost no perplexity
+                    ppl_share = (f"{r.ppl_increase / rtn[label].ppl_increase:13.2f}" if rtn[label].ppl_increase > 0
+                                 else f"{'-':>13s}")
+                    shares = f"{ppl_share} {r.kl_divergence / rtn[label].kl_divergence:11.2f}"
                 print(f"{label:9s} {'AWQ' if awq else 'RTN':6s} {r.perplexity:9.4f} {r.ppl_increase * 100:+7.2f}% "
-                      f"{r.kl_divergence:8.5f} {r.top1_agreement * 100:6.1f}% {share} {seconds[path]:6.0f}",
+                      f"{r.kl_divergence:8.5f} {r.top1_agreement * 100:6.1f}% {shares} {seconds[path]:6.0f}",
                       flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
