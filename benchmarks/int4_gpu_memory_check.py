@@ -113,9 +113,9 @@ def main() -> None:
         attempt("1. too little free memory (checked before loading)", True)
         del filler
         torch.cuda.empty_cache()
-        torch.cuda.set_per_process_memory_fraction(need.total / 2 / total, device)
+        torch.cuda.set_per_process_memory_fraction(need.total / 2 / total, torch.cuda.current_device())
         attempt("2. an allocation fails during the load (per-process cap)", True)
-        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         attempt("3. enough memory", False)
