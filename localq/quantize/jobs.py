@@ -173,7 +173,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
         gguf_convert.plan(source.path, "f16")  # refuses what it cannot convert before any work
 
         def convert(target: Path) -> None:
-            gguf_convert.convert(source.path, target, "f16",
+            gguf_convert.convert(source.path, target, "f16", durable=options.keep_intermediate,
                                  on_progress=lambda d, n, w: on_progress and on_progress("F16", d, n, w))
 
         if options.keep_intermediate:
@@ -216,10 +216,12 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
         for qtype in qtypes:
             log_path = _log_path(source.model, qtype)
             tmp = output.work_path(".gguf")
-            # started first: the child loads llama.cpp while this process reads and checks the source
+            # started first: the child quantizes while this process reads and checks the source's
+            # header; a check that fails stops it and removes what it wrote
             quantizer = Quantizer(gguf_path, tmp, qtype, threads=options.threads,
                                   allow_requantize=options.allow_requantize, log_path=log_path)
             try:
+                quantizer.start()
                 if info is None:
                     info = read_gguf_info(gguf_path)
                     for q in qtypes:
