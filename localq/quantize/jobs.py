@@ -118,7 +118,11 @@ def resolve_source(db, ref: str, name: str | None = None) -> Source:
     if not found:
         raise LocalqError(f"{ref!r} is neither a file, a directory nor an installed model",
                           "check the path, or see `localq ls`")
-    v = found[0]
+    return source_of_variant(found[0], model)
+
+
+def source_of_variant(v, model: str | None = None) -> Source:
+    """An installed variant as a source: a GGUF's file, or a safetensors model linked into a work directory."""
     if v.format == "safetensors":
         return Source(output.variant_directory(v), "hf", model or v.model, temporary=True)
     if v.format != "gguf":
