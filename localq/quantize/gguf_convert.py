@@ -246,15 +246,18 @@ def convert(
     *,
     on_progress: ProgressFn | None = None,
     durable: bool = True,
+    planned: Plan | None = None,
 ) -> Plan:
     """Write the GGUF ``out_path`` from an HF directory; returns the plan it followed.
 
     ``durable`` fsyncs the file before it takes its name; a caller writing a
     throwaway intermediate (quantize's F16, removed when done) passes False.
+    ``planned``: the ``plan(hf_dir, out_type)`` the caller already made (to refuse
+    early), so the tokenizer is not read twice.
     """
     import gguf
 
-    p = plan(hf_dir, out_type)
+    p = planned if planned is not None else plan(hf_dir, out_type)
     out_path = Path(out_path)
     n_head = p.metadata[f"{p.arch.gguf}.attention.head_count"]
     n_head_kv = p.metadata[f"{p.arch.gguf}.attention.head_count_kv"]

@@ -164,6 +164,20 @@ def _log_path(model: str, qtype: str) -> Path:
     return get_paths().logs / f"quantize-{_file_stem(model)}-{qtype}-{stamp}.log"
 
 
+def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> threading.Thread:
+    """Start ``digests[key] = digest()`` in a thread; a failure lands in ``digests["error"]``."""
+
+    def run() -> None:
+        try:
+            digests[key] = digest()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
+            digests["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def make_gguf(db, source: Source, qtypes: list[str], options: Options,
               on_progress: ProgressFn | None = None) -> list[Produced]:
     """llama.cpp types from a GGUF, or from an HF directory through an F16 intermediate."""
@@ -173,16 +187,23 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
 
     intermediate: Path | None = None
     notes: list[str] = []
+    # The source (a file or directory of GBs) is hashed in a thread: for a Hugging Face
+    # directory during the conversion, which keeps one core busy, else while llama.cpp quantizes.
+    digests: dict = {}
+    planned = gguf_convert.plan(source.path, "f16") if source.kind == "hf" else None  # refuses before any work
+    source_hasher = _hash_in_thread(digests, "source", source.digest)
     if source.kind == "hf":
-        gguf_convert.plan(source.path, "f16")  # refuses what it cannot convert before any work
 
         def convert(target: Path) -> None:
-            gguf_convert.convert(source.path, target, "f16", durable=options.keep_intermediate,
+            gguf_convert.convert(source.path, target, "f16", durable=options.keep_intermediate, planned=planned,
                                  on_progress=lambda d, n, w: on_progress and on_progress("F16", d, n, w))
 
         if options.keep_intermediate:
+            source_hasher.join()
+            if "error" in digests:
+                raise digests["error"]
             prov = output.provenance("localq quantize", f"gguf-py {output.package_version('gguf')}", source.path,
-                                     {"to": "gguf-f16", "intermediate": True}, source.digest())
+                                     {"to": "gguf-f16", "intermediate": True}, digests["source"])
             kept = output.make_into_store(db, convert, model=source.model, quant="f16",
                                           filename=f"{_file_stem(source.model)}-F16.gguf", prov=prov)
             intermediate = kept.main_path
@@ -203,18 +224,9 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
     else:
         gguf_path = source.path
     try:
-        # The source's digest (a file of GBs) is hashed while llama.cpp quantizes.
-        digests: dict = {}
-
-        def hash_sources() -> None:
-            try:
-                digests["source"] = source.digest()
-                digests["intermediate"] = output.source_digest(gguf_path)[0] if intermediate else None
-            except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
-                digests["error"] = exc
-
-        hasher = threading.Thread(target=hash_sources, daemon=True)
-        hasher.start()
+        hashers = [source_hasher]
+        if intermediate is not None:
+            hashers.append(_hash_in_thread(digests, "intermediate", lambda: output.source_digest(gguf_path)[0]))
         produced = []
         info = None
         for qtype in qtypes:
@@ -242,7 +254,8 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
             def make(target: Path, quantizer=quantizer, qtype=qtype, params=params, engine=engine, prov=prov,
                      box=box, source_type=info.file_type) -> None:
                 r = box["r"] = quantizer.run(lambda d, n, w: on_progress and on_progress(qtype, d, n, w))
-                hasher.join()
+                for hasher in hashers:
+                    hasher.join()
                 if "error" in digests:
                     raise digests["error"]
                 if digests.get("intermediate"):
