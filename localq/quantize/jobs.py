@@ -165,9 +165,15 @@ def _log_path(model: str, qtype: str) -> Path:
 
 
 def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> threading.Thread:
-    """Start ``digests[key] = digest()`` in a thread; a failure lands in ``digests["error"]``."""
+    """Start ``digests[key] = digest()`` in a thread; a failure lands in ``digests["error"]``.
+
+    On Linux the thread runs at the lowest CPU priority (a thread's nice value
+    is its own there): it uses what the converter and llama.cpp's threads leave
+    idle instead of taking a core from them, and finishes long before they do.
+    """
 
     def run() -> None:
+        _background_priority()
         try:
             digests[key] = digest()
         except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
@@ -176,6 +182,18 @@ def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> th
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def _background_priority() -> None:
+    """Lower the calling thread's CPU priority to the lowest, on Linux only (elsewhere it would be the process's)."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
 
 
 def make_gguf(db, source: Source, qtypes: list[str], options: Options,
