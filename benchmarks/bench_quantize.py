@@ -33,7 +33,12 @@ float32) and localq's F16 GGUF of that.
    ``bench`` runs before it and three after (their median brackets it in time,
    so load from elsewhere weighs on both sides alike); every round's ratio is
    printed, and their median. Target: at least 0.9. Also printed: the ratio to
-   a 512-token bench prompt, whose attention spans as many tokens as a chunk.
+   a 512-token bench prompt, whose attention spans as many tokens as a chunk;
+   the same chunks decoded with one row of logits instead of eval's 256 (what
+   the output layer costs, measured); and the ratio eval could reach at equal
+   speed per multiply-add, from the GGUF's matrix sizes. On a small model with
+   a large vocabulary (SmolLM2: 28M of its 135M weights are the output layer)
+   scoring half of every chunk costs eval more than a tenth of its work.
 """
 
 from __future__ import annotations
@@ -157,7 +162,7 @@ def eval_part(work: Path, q4: Path, args) -> None:
     os.environ["LOCALQ_HOME"] = str(work / "home-eval")
     from localq.backends.base import LoadOptions
     from localq.bench import bench
-    from localq.evaluate import evaluate
+    from localq.evaluate import LlamaScorer, default_text, evaluate
     from localq.importer import import_file
     from localq.store.db import open_index
 
@@ -170,17 +175,34 @@ def eval_part(work: Path, q4: Path, args) -> None:
         return bench(db, variant.ref, prompt_tokens=prompt_tokens, decode_tokens=8, options=options,
                      record=False).prompt_tps
 
+    scorer = LlamaScorer(q4, 512, args.threads)
+    chunk = scorer.tokenize(default_text())[:512]
+
+    def one_row_tps() -> float:
+        """The same 512-token chunks with one row of logits instead of the 256 eval scores (best of 3)."""
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            scorer.chunk_logits(chunk, 511)
+            best = min(best, time.perf_counter() - started)
+        return 512 / best
+
     rows = []
     for _ in range(args.rounds):
         before = [bench_prompt_tps() for _ in range(3)]
-        e = evaluate(q4, ctx=512, chunks=args.chunks, threads=args.threads)
+        marks: list[float] = []
+        e = evaluate(q4, ctx=512, chunks=args.chunks, threads=args.threads,
+                     on_progress=lambda done, total: marks.append(time.perf_counter()))
         after = [bench_prompt_tps() for _ in range(3)]
+        chunk_tps = statistics.median(512 / (b - a) for a, b in zip(marks, marks[1:]))  # chunks 2..n: the loop alone
         b = statistics.median(before + after)
         b512 = bench_prompt_tps(512)
-        rows.append((e.tokens_per_second / b, e.tokens_per_second, b, e.tokens_per_second / b512, b512, e.perplexity))
+        rows.append((e.tokens_per_second / b, e.tokens_per_second, b, e.tokens_per_second / b512, b512, e.perplexity,
+                     one_row_tps() / b, chunk_tps / b))
+    scorer.close()
     print(f"eval vs bench on Q4_K_M, {args.threads} threads, {args.rounds} rounds "
           f"(eval: {args.chunks} chunks of 512, perplexity {rows[0][5]:.4f})")
-    for i, (ratio, e_tps, b_tps, ratio512, b512, _) in enumerate(rows):
+    for i, (ratio, e_tps, b_tps, ratio512, b512, *_) in enumerate(rows):
         print(f"  round {i + 1}: eval {e_tps:7.1f} tokens/s, bench prompt {b_tps:7.1f} tokens/s (128-token prompt, "
               f"median of 3 before and 3 after): ratio {ratio:.3f};  bench 512-token prompt {b512:7.1f}: "
               f"ratio {ratio512:.3f}")
@@ -189,6 +211,26 @@ def eval_part(work: Path, q4: Path, args) -> None:
           f"target); all rounds: " + ", ".join(f"{r[0]:.3f}" for r in rows))
     print(f"  against a 512-token bench prompt (the same attention span): median "
           f"{statistics.median(r[3] for r in rows):.3f}")
+    body, head = multiply_adds(q4)
+    bound = (body + head / 128) / (body + head * 256 / 512)
+    print(f"  eval's median chunk (noise filtered as bench's median is) / bench: median "
+          f"{statistics.median(r[7] for r in rows):.3f}; all rounds: " + ", ".join(f"{r[7]:.3f}" for r in rows))
+    print(f"  the same chunks with one row of logits instead of 256, against bench: median "
+          f"{statistics.median(r[6] for r in rows):.3f}; all rounds: " + ", ".join(f"{r[6]:.3f}" for r in rows))
+    print(f"  the output layer is {head / 1e6:.1f}M of the {(body + head) / 1e6:.1f}M weights: per token, eval's "
+          f"256 rows of logits per 512 tokens cost {head * 256 / 512 / body * 100:.1f} % on top of the layers, "
+          f"bench's one row per 128 {head / 128 / body * 100:.1f} %; at equal speed per multiply-add (attention "
+          f"left out) eval / bench would be {bound:.3f}")
+
+
+def multiply_adds(path: Path) -> tuple[int, int]:
+    """Per-token multiply-adds of a GGUF's matrices: (the layers, the output layer); tied embeddings count once."""
+    from localq.gguf_info import read_gguf_tensors
+
+    matrices = {t.name: t.n_elements for t in read_gguf_tensors(path) if len(t.shape) == 2}
+    head = matrices.get("output.weight") or matrices["token_embd.weight"]
+    body = sum(n for name, n in matrices.items() if name not in ("output.weight", "token_embd.weight"))
+    return body, head
 
 
 def main() -> None:
