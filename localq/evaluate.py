@@ -26,6 +26,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ class EvalResult:
     text_sha256: str
     text_tokens: int
     seconds: float
-    tokens_per_second: float       # tokens evaluated (ctx per chunk) per second of the model's own decoding
+    tokens_per_second: float       # tokens evaluated (ctx per chunk) per second of the model's own decoding and scoring
     threads: int
     source_perplexity: float | None = None
     kl_divergence: float | None = None
@@ -109,7 +110,28 @@ class LlamaScorer:
             lib.llama_model_free(self.model)
             raise LocalqError(f"llama.cpp cannot create a {ctx}-token context", "use a smaller --ctx")
         self.n_ctx = ctx
-        self.batch = lib.llama_batch_init(ctx, 0, 1)
+        batch = self.batch = lib.llama_batch_init(ctx, 0, 1)
+        for i in range(ctx):          # positions and the one sequence are the same for every chunk
+            batch.pos[i] = i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+        self._tokens = np.ctypeslib.as_array(batch.token, shape=(ctx,))
+        self._wants_logits = np.ctypeslib.as_array(batch.logits, shape=(ctx,))
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Decode one token, as ``localq bench`` warms up before it measures.
+
+        It pages the memory-mapped weights in and starts llama.cpp's threads, so
+        the first chunk runs at the speed of the others and tokens/s measures
+        the evaluation, not page faults. The cache is cleared before every
+        chunk, so it changes no figure.
+        """
+        try:
+            self.chunk_logits([max(self.bos, 0)], 0)
+        except BaseException:
+            self.close()
+            raise
 
     def tokenize(self, text: str) -> list[int]:
         """The text's tokens as llama-perplexity makes them: special tokens added, none parsed."""
@@ -122,20 +144,21 @@ class LlamaScorer:
         return list(buf[:n])
 
     def chunk_logits(self, tokens: list[int], first: int) -> np.ndarray:
-        """Logits (len(tokens) - first, n_vocab) of positions ``first..`` of one chunk, from an empty cache."""
-        lib, batch = self.lib, self.batch
+        """Logits (len(tokens) - first, n_vocab) of positions ``first..`` of one chunk, from an empty cache.
+
+        The array is llama.cpp's own output buffer, not a copy (a chunk's logits
+        are 50 MB at a 49k vocabulary): it is valid until this scorer's next
+        ``chunk_logits`` or ``close``, and the caller must not keep it longer.
+        """
+        lib, batch, n = self.lib, self.batch, len(tokens)
         lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
-        for i, tok in enumerate(tokens):
-            batch.token[i] = tok
-            batch.pos[i] = i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = i >= first
-        batch.n_tokens = len(tokens)
+        self._tokens[:n] = tokens
+        self._wants_logits[:first] = 0
+        self._wants_logits[first:n] = 1
+        batch.n_tokens = n
         if lib.llama_decode(self.ctx, batch) != 0:
             raise LocalqError("llama.cpp failed to evaluate a chunk", "try a smaller --ctx")
-        ptr = lib.llama_get_logits(self.ctx)
-        return np.ctypeslib.as_array(ptr, shape=(len(tokens) - first, self.n_vocab)).copy()
+        return np.ctypeslib.as_array(lib.llama_get_logits(self.ctx), shape=(n - first, self.n_vocab))
 
     def close(self) -> None:
         if getattr(self, "ctx", None):
@@ -153,10 +176,35 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return x
 
 
+def log_sum_exp(logits: np.ndarray) -> np.ndarray:
+    """Row-wise ``log(sum(exp(row)))`` in float64, from float32 passes over the rows.
+
+    Perplexity needs only this and the target's logit per row, not the whole
+    log-softmax: shifting by the row's maximum keeps ``exp`` in range, the
+    shifted values stay float32 (one scratch array, no float64 copy of the
+    chunk), and the sums accumulate in float64. Within 1e-7 of ``log_softmax``.
+    """
+    top = logits.max(axis=-1, keepdims=True)
+    scratch = np.subtract(logits, top, dtype=np.float32)
+    np.exp(scratch, out=scratch)
+    return top[..., 0].astype(np.float64) + np.log(scratch.sum(axis=-1, dtype=np.float64))
+
+
 def chunk_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Negative log-likelihood of each target under the row of logits that predicts it."""
-    logp = log_softmax(logits)
-    return -logp[np.arange(len(targets)), targets]
+    picked = logits[np.arange(len(targets)), targets].astype(np.float64)
+    return log_sum_exp(logits[:len(targets)]) - picked
+
+
+def rows_nll(pool: ThreadPoolExecutor, logits: np.ndarray, targets: np.ndarray, parts: int) -> np.ndarray:
+    """``chunk_nll`` with the rows split over ``parts`` threads of ``pool`` (numpy releases the GIL).
+
+    The scoring runs between two chunks, while llama.cpp's threads wait, so
+    the cores they use are free for it. Row by row, so the result is the same.
+    """
+    bounds = np.linspace(0, len(targets), max(1, parts) + 1).astype(int)
+    pieces = pool.map(lambda ab: chunk_nll(logits[ab[0]:ab[1]], targets[ab[0]:ab[1]]), zip(bounds, bounds[1:]))
+    return np.concatenate(list(pieces))
 
 
 def chunk_kl_top1(source_logits: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +274,7 @@ def evaluate(
     text = default_text() if text is None else text
     threads = threads or physical_cores()
     scorer = scorer_for(model_path, ctx, threads)
+    pool = ThreadPoolExecutor(max_workers=threads)
     source = None
     try:
         tokens = scorer.tokenize(text)
@@ -237,7 +286,7 @@ def evaluate(
                                   "compare a quant with the model it was made from")
         first = ctx // 2
         nll, nll_src, kls, same = [], [], [], []
-        decode_seconds = 0.0
+        own_seconds = 0.0    # the model's decoding and scoring; not the source's, nor the comparison
         started = time.perf_counter()
         for c in range(n_chunks):
             chunk = tokens[c * ctx:(c + 1) * ctx]
@@ -246,8 +295,8 @@ def evaluate(
             targets = np.asarray(chunk[first + 1:], dtype=np.int64)
             t0 = time.perf_counter()
             logits = scorer.chunk_logits(chunk, first)[:-1]  # the last position predicts past the chunk
-            decode_seconds += time.perf_counter() - t0
-            nll.append(chunk_nll(logits, targets))
+            nll.append(rows_nll(pool, logits, targets, threads))
+            own_seconds += time.perf_counter() - t0
             if source is not None:
                 src_logits = source.chunk_logits(chunk, first)[:-1]
                 nll_src.append(chunk_nll(src_logits, targets))
@@ -258,6 +307,7 @@ def evaluate(
                 on_progress(c + 1, n_chunks)
         seconds = time.perf_counter() - started
     finally:
+        pool.shutdown()
         scorer.close()
         if source is not None and source_scorer is None:
             source.close()
@@ -269,7 +319,7 @@ def evaluate(
         perplexity=math.exp(mean), perplexity_stderr=math.exp(mean) * stderr, tokens_scored=len(all_nll),
         chunks=n_chunks, ctx=ctx, text_name=text_name,
         text_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), text_tokens=len(tokens),
-        seconds=seconds, tokens_per_second=n_chunks * ctx / decode_seconds if decode_seconds else 0.0,
+        seconds=seconds, tokens_per_second=n_chunks * ctx / own_seconds if own_seconds else 0.0,
         threads=threads,
     )
     if source is not None:

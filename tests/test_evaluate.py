@@ -46,6 +46,17 @@ def test_nll_and_kl_on_hand_made_logits():
         plan_chunks(199, 100, None)
 
 
+def test_float32_log_sum_exp_matches_float64_log_softmax_at_a_real_vocabulary_size():
+    from localq.evaluate import log_softmax, log_sum_exp
+
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((16, 49152)) * 4 + 30).astype(np.float32)   # large values: exp needs the shift
+    targets = rng.integers(0, 49152, 16)
+    exact = -log_softmax(logits)[np.arange(16), targets]
+    assert chunk_nll(logits, targets) == pytest.approx(exact, abs=1e-6)
+    assert log_sum_exp(logits) == pytest.approx(np.log(np.exp(logits.astype(np.float64)).sum(axis=1)), rel=1e-9)
+
+
 def test_tiny_text_perplexity_equals_a_hand_computation(smollm2_gguf):
     pytest.importorskip("llama_cpp")
     from llama_logits import LlamaLogits

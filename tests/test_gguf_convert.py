@@ -269,3 +269,23 @@ def test_qwen2_layout_biases_and_neox_rotary_run_in_llama_cpp_as_in_transformers
         ref = model(torch.tensor([tokens])).logits[0].numpy()
     assert float((ours.argmax(-1) == ref.argmax(-1)).mean()) >= 0.98
     assert mean_kl(ref, ours) < 1e-3
+
+
+def test_metadata_arrays_pack_to_the_same_bytes_as_the_gguf_library():
+    gguf = pytest.importorskip("gguf")
+    ours, theirs = gguf_convert._writer_class()(None, "llama"), gguf.GGUFWriter(None, "llama")
+    vt = gguf.GGUFValueType
+    cases = [
+        (["a", "ĠHello", "", "日本語", "<|im_end|>"], None),     # tokens: strings, some not ASCII
+        ([0, 1, 2, 3, -4], vt.INT32),                            # token types
+        ([0.0, -1.5, 3.25e-7], vt.FLOAT32),                      # scores
+        ([1, 2, 3], None),                                        # no stated type: the library's own path
+        ([True, False], vt.BOOL),
+    ]
+    for value, sub in cases:
+        for add_vtype in (True, False):
+            assert ours._pack_val(value, vt.ARRAY, add_vtype, sub) == theirs._pack_val(value, vt.ARRAY, add_vtype, sub)
+    import struct
+
+    with pytest.raises(struct.error):   # a number out of the stated type's range is refused, as the library does
+        ours._pack_val([2**40], vt.ARRAY, True, vt.INT32)

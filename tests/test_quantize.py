@@ -155,3 +155,20 @@ def test_a_stored_safetensors_model_is_a_source_too(tmp_home, smollm2_hf_dir):
     assert converted.exit_code == 0, converted.output
     assert "stored smolst:f16" in converted.output
     store_is_clean(only={"smolst:f32", "smolst:q8_0", "smolst:f16"})
+
+
+def test_a_warmed_up_quantizer_child_is_taken_by_the_next_job_or_ended(tmp_path):
+    pytest.importorskip("llama_cpp")
+    from localq.quantize import gguf_quant
+
+    gguf_quant.warm_up()
+    spare = gguf_quant._SPARE[0]
+    gguf_quant.warm_up()                      # one spare at most
+    assert gguf_quant._SPARE == [spare]
+    job = gguf_quant.Quantizer(tmp_path / "in.gguf", tmp_path / "out.gguf", "Q8_0")
+    assert job.proc is spare and not gguf_quant._SPARE
+    job.cancel()
+    gguf_quant.warm_up()
+    left = gguf_quant._SPARE[0]
+    gguf_quant.discard_spare()
+    assert left.poll() is not None and not gguf_quant._SPARE

@@ -182,18 +182,26 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
     type. llama.cpp's log goes to a file in localq's log directory.
     Example: localq quantize ./SmolLM2-135M-Instruct --to Q4_K_M Q8_0
     """
-    from localq.cli.common import open_db
-    from localq.cli.render import print_json
-    from localq.quantize.jobs import Options, quantize, resolve_source
+    from localq.quantize import gguf_quant
 
     wanted = [t for group in (*targets, *more_targets) for t in group.replace(",", " ").split()]
-    db = open_db()
-    src = resolve_source(db, source, name)
-    progress, update = _progress_bar("quantizing")
-    with progress:
-        produced = quantize(db, src, wanted, Options(threads, allow_requantize, keep_intermediate,
-                                                     int(group_size) if group_size else None, awq, head),
-                            on_progress=lambda stage, d, n, w: update(d, n, f"{stage} {w}"))
+    if gguf_quant.wants_llamacpp(wanted):
+        gguf_quant.warm_up()   # the quantizer child loads llama.cpp while this process opens the index
+    try:
+        from localq.cli.common import open_db
+        from localq.quantize.jobs import Options, quantize, resolve_source
+
+        db = open_db()
+        src = resolve_source(db, source, name)
+        progress, update = _progress_bar("quantizing")
+        with progress:
+            produced = quantize(db, src, wanted, Options(threads, allow_requantize, keep_intermediate,
+                                                         int(group_size) if group_size else None, awq, head),
+                                on_progress=lambda stage, d, n, w: update(d, n, f"{stage} {w}"))
+    finally:
+        gguf_quant.discard_spare()
+    from localq.cli.render import print_json
+
     if as_json:
         return print_json([{"target": p.target, "ref": p.variant.ref, "size": p.variant.size,
                             "bits_per_weight": p.bits_per_weight,

@@ -15,10 +15,12 @@ ternary, so they are refused with a reason.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,27 +122,78 @@ def check_source(info, qtype: str, allow_requantize: bool) -> None:
 _BPW_RE = re.compile(r"quant size\s*=\s*([\d.]+) MiB \(([\d.]+) BPW\)")
 
 
+def wants_llamacpp(targets) -> bool:
+    """Whether any of ``targets`` is a llama.cpp type (so a quantizer child will be needed)."""
+    return any(ALIASES.get(t.strip().upper(), t.strip().upper()) in QUANT_TYPES for t in targets)
+
+
+def _start_worker() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "localq.quantize.quant_worker"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+                            text=True, errors="replace", bufsize=1)
+
+
+_SPARE: list[subprocess.Popen] = []
+_SPARE_LOCK = threading.Lock()
+
+
+def warm_up() -> None:
+    """Start a quantizer child now, for the next ``Quantizer`` to take.
+
+    The child spends its first part of a second importing llama.cpp; started
+    at the top of a command, that overlaps with the parent's own start (opening
+    the index, reading the source's header) instead of following it. A spare
+    nobody takes ends by itself when this process exits (its stdin closes), or
+    at ``discard_spare``.
+    """
+    with _SPARE_LOCK:
+        if not _SPARE:
+            _SPARE.append(_start_worker())
+
+
+def discard_spare() -> None:
+    """End a warmed-up child that no quantization took."""
+    with _SPARE_LOCK:
+        while _SPARE:
+            proc = _SPARE.pop()
+            proc.kill()
+            proc.wait()
+
+
+def _take_worker() -> subprocess.Popen:
+    with _SPARE_LOCK:
+        return _SPARE.pop() if _SPARE else _start_worker()
+
+
 class Quantizer:
-    """One llama.cpp quantization in a child process: started, then told to go (or cancelled), then awaited."""
+    """One llama.cpp quantization in a child process: the child taken (or started), given its job, followed.
+
+    ``start`` may come before the caller's own checks of the source, so the
+    work overlaps them; a check that fails then ``cancel``s, which kills the
+    child and removes what it wrote.
+    """
 
     def __init__(self, src: Path, dst: Path, qtype: str, *, threads: int | None = None,
                  allow_requantize: bool = False, log_path: Path | None = None):
-        import json
-
-        import llama_cpp
-
         from localq.backends.llamacpp import physical_cores
 
         self.qtype = canonical_type(qtype)
         self.src, self.dst, self.log_path = Path(src), Path(dst), log_path
-        args = {
-            "src": str(src), "dst": str(dst), "ftype": int(getattr(llama_cpp, QUANT_TYPES[self.qtype])),
+        self.job = {
+            "src": str(src), "dst": str(dst), "ftype": QUANT_TYPES[self.qtype],
             "threads": int(threads or physical_cores()), "allow_requantize": allow_requantize,
         }
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "localq.quantize.quant_worker", json.dumps(args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
-                                     text=True, errors="replace", bufsize=1)
+        self.proc = _take_worker()
+        self._sent = False
+
+    def start(self) -> None:
+        """Hand the child its job now (``run`` does it if not done): it quantizes while the caller goes on."""
+        if not self._sent:
+            assert self.proc.stdin is not None
+            self._sent = True
+            self.proc.stdin.write(json.dumps(self.job) + "\n")
+            self.proc.stdin.close()
 
     def cancel(self) -> None:
         """Stop the child and remove what it wrote."""
@@ -154,9 +207,8 @@ class Quantizer:
         log_lines: list[str] = []
         fallbacks: list[Fallback] = []
         try:
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write("go\n")
-            proc.stdin.close()
+            assert proc.stdout is not None
+            self.start()
             for line in proc.stdout:
                 log_lines.append(line)
                 if m := _PROGRESS_RE.match(line):

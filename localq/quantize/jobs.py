@@ -118,7 +118,11 @@ def resolve_source(db, ref: str, name: str | None = None) -> Source:
     if not found:
         raise LocalqError(f"{ref!r} is neither a file, a directory nor an installed model",
                           "check the path, or see `localq ls`")
-    v = found[0]
+    return source_of_variant(found[0], model)
+
+
+def source_of_variant(v, model: str | None = None) -> Source:
+    """An installed variant as a source: a GGUF's file, or a safetensors model linked into a work directory."""
     if v.format == "safetensors":
         return Source(output.variant_directory(v), "hf", model or v.model, temporary=True)
     if v.format != "gguf":
@@ -160,6 +164,38 @@ def _log_path(model: str, qtype: str) -> Path:
     return get_paths().logs / f"quantize-{_file_stem(model)}-{qtype}-{stamp}.log"
 
 
+def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> threading.Thread:
+    """Start ``digests[key] = digest()`` in a thread; a failure lands in ``digests["error"]``.
+
+    On Linux the thread runs at the lowest CPU priority (a thread's nice value
+    is its own there): it uses what the converter and llama.cpp's threads leave
+    idle instead of taking a core from them, and finishes long before they do.
+    """
+
+    def run() -> None:
+        _background_priority()
+        try:
+            digests[key] = digest()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
+            digests["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _background_priority() -> None:
+    """Lower the calling thread's CPU priority to the lowest, on Linux only (elsewhere it would be the process's)."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+
+
 def make_gguf(db, source: Source, qtypes: list[str], options: Options,
               on_progress: ProgressFn | None = None) -> list[Produced]:
     """llama.cpp types from a GGUF, or from an HF directory through an F16 intermediate."""
@@ -169,16 +205,23 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
 
     intermediate: Path | None = None
     notes: list[str] = []
+    # The source (a file or directory of GBs) is hashed in a thread: for a Hugging Face
+    # directory during the conversion, which keeps one core busy, else while llama.cpp quantizes.
+    digests: dict = {}
+    planned = gguf_convert.plan(source.path, "f16") if source.kind == "hf" else None  # refuses before any work
+    source_hasher = _hash_in_thread(digests, "source", source.digest)
     if source.kind == "hf":
-        gguf_convert.plan(source.path, "f16")  # refuses what it cannot convert before any work
 
         def convert(target: Path) -> None:
-            gguf_convert.convert(source.path, target, "f16",
+            gguf_convert.convert(source.path, target, "f16", durable=options.keep_intermediate, planned=planned,
                                  on_progress=lambda d, n, w: on_progress and on_progress("F16", d, n, w))
 
         if options.keep_intermediate:
+            source_hasher.join()
+            if "error" in digests:
+                raise digests["error"]
             prov = output.provenance("localq quantize", f"gguf-py {output.package_version('gguf')}", source.path,
-                                     {"to": "gguf-f16", "intermediate": True}, source.digest())
+                                     {"to": "gguf-f16", "intermediate": True}, digests["source"])
             kept = output.make_into_store(db, convert, model=source.model, quant="f16",
                                           filename=f"{_file_stem(source.model)}-F16.gguf", prov=prov)
             intermediate = kept.main_path
@@ -199,27 +242,20 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
     else:
         gguf_path = source.path
     try:
-        # The source's digest (a file of GBs) is hashed while llama.cpp quantizes.
-        digests: dict = {}
-
-        def hash_sources() -> None:
-            try:
-                digests["source"] = source.digest()
-                digests["intermediate"] = output.source_digest(gguf_path)[0] if intermediate else None
-            except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
-                digests["error"] = exc
-
-        hasher = threading.Thread(target=hash_sources, daemon=True)
-        hasher.start()
+        hashers = [source_hasher]
+        if intermediate is not None:
+            hashers.append(_hash_in_thread(digests, "intermediate", lambda: output.source_digest(gguf_path)[0]))
         produced = []
         info = None
         for qtype in qtypes:
             log_path = _log_path(source.model, qtype)
             tmp = output.work_path(".gguf")
-            # started first: the child loads llama.cpp while this process reads and checks the source
+            # started first: the child quantizes while this process reads and checks the source's
+            # header; a check that fails stops it and removes what it wrote
             quantizer = Quantizer(gguf_path, tmp, qtype, threads=options.threads,
                                   allow_requantize=options.allow_requantize, log_path=log_path)
             try:
+                quantizer.start()
                 if info is None:
                     info = read_gguf_info(gguf_path)
                     for q in qtypes:
@@ -236,7 +272,8 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
             def make(target: Path, quantizer=quantizer, qtype=qtype, params=params, engine=engine, prov=prov,
                      box=box, source_type=info.file_type) -> None:
                 r = box["r"] = quantizer.run(lambda d, n, w: on_progress and on_progress(qtype, d, n, w))
-                hasher.join()
+                for hasher in hashers:
+                    hasher.join()
                 if "error" in digests:
                     raise digests["error"]
                 if digests.get("intermediate"):

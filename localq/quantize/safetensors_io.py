@@ -54,11 +54,11 @@ class StoredTensor:
         return mm.reshape(self.shape)
 
     def as_float32(self) -> np.ndarray:
-        """The values as float32 (BF16 widened exactly)."""
+        """The values as float32 (BF16 widened exactly); F32 data is the read-only memory map itself, not a copy."""
         data = self.raw()
         if self.dtype == "BF16":
             return (data.astype(np.uint32) << 16).view(np.float32)
-        return data.astype(np.float32)
+        return data.astype(np.float32, copy=False)
 
 
 def read_header(path: Path) -> list[StoredTensor]:

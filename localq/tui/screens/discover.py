@@ -59,6 +59,8 @@ class DiscoverScreen(SectionScreen):
         Binding("slash", "search", "search", key_display="/", tooltip="search the catalog"),
         Binding("f", "toggle_fits", "fits only", tooltip="show only the models that fit this machine"),
         Binding("p", "pull", "pull", tooltip="pull the highlighted quant (or the recommended one)"),
+        Binding("q", "quantize", "quantize",
+                tooltip="quantize the installed model to the highlighted quant with llama.cpp, in the background"),
     ]
 
     def __init__(self) -> None:
@@ -203,6 +205,30 @@ class DiscoverScreen(SectionScreen):
                         severity="warning")
             return
         self.app.start_pull(ref)
+
+    def action_quantize(self) -> None:
+        """Quantize the shown model from its installed copy (``quantize_job``), to the highlighted quant."""
+        from localq.quantize.gguf_quant import wants_llamacpp
+        from localq.store.index import list_variants
+        from localq.tui.screens import quantize_job
+        from localq.tui.screens.base import index_db
+
+        model, plan = self._shown_model, self.selected_plan()
+        if model is None:
+            return
+        try:
+            with index_db() as db:
+                source = quantize_job.best_source(list_variants(db), model.ref)
+        except Exception as exc:  # noqa: BLE001 - shown, never a crash of the app
+            show_error(self.app, exc)
+            return
+        if source is None:
+            self.notify(f"{model.ref} is not installed: pull a quant first (p), then make others from it here",
+                        severity="warning")
+            return
+        wanted = plan.quant.upper() if plan is not None and plan.backend == "llamacpp" else ""
+        suggested = wanted if wanted and wants_llamacpp([wanted]) else quantize_job.SUGGESTED
+        quantize_job.ask(self, source, quantize_job.status_line(self, "#discover-detail"), suggested)
 
     def action_search(self) -> None:
         self.query_one("#discover-search", Input).focus()

@@ -99,7 +99,7 @@ class ModelsScreen(SectionScreen):
         Binding("d", "delete", "delete", tooltip="delete the selected model"),
         Binding("a", "import_file", "import",
                 tooltip="import a GGUF file, or the models of Ollama, LM Studio or the Hugging Face cache"),
-        Binding("q", "quantize", "quantize", tooltip="quantize the selected GGUF model with llama.cpp, in the background"),
+        Binding("q", "quantize", "quantize", tooltip="quantize the selected model with llama.cpp, in the background"),
         Binding("slash", "filter", "filter", key_display="/", tooltip="filter the models by name"),
         Binding("r", "reload", "reload", show=False, tooltip="reload the list of models"),
     ]
@@ -366,56 +366,13 @@ class ModelsScreen(SectionScreen):
         self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
 
     def action_quantize(self) -> None:
-        from localq.tui.screens.dialogs import PromptDialog
+        from localq.tui.screens import quantize_job
 
         variant = self.selected()
-        if variant is None or variant.format != "gguf":
-            self.notify("select a GGUF model to quantize", severity="warning")
+        if not quantize_job.can_quantize(variant):
+            self.notify("select a GGUF or safetensors model to quantize", severity="warning")
             return
-        source_type = variant.quant.upper()
-        requant = source_type not in ("F16", "BF16", "F32")
-
-        def answered(values: dict | None) -> None:
-            if values is None:
-                return
-            types = (values.get("types") or "").replace(",", " ").split()
-            allow = (values.get("requantize") or "").strip().lower() in ("y", "yes")
-            if not types:
-                show_error(self.app, ValueError("give one or more types, such as Q4_K_M Q8_0"))
-            elif requant and not allow:
-                show_error(self.app, ValueError(f"{variant.ref} is already {source_type}: answer yes to requantize"))
-            else:
-                self.quantize(variant, types, allow)
-
-        note = ("Runs llama.cpp's quantizer in the background; the results are stored beside the model. "
-                + (f"{variant.ref} is already {source_type}: requantizing adds a second rounding error to the first."
-                   if requant else ""))
-        fields = [("types", "Types", "Q4_K_M Q8_0")]
-        if requant:
-            fields.append(("requantize", "Requantize? (yes/no)", "no"))
-        self.app.push_screen(PromptDialog(f"Quantize {variant.ref}", fields, ok="Quantize", note=note), answered)
-
-    @work(thread=True, group="models-quantize")
-    def quantize(self, variant, types: list[str], allow_requantize: bool) -> None:
-        from localq.quantize.jobs import Options, Source, quantize
-
-        detail = self.query_one("#models-detail", Static)
-
-        def progress(stage: str, done: int, total: int, what: str) -> None:
-            self.app.call_from_thread(detail.update, f"quantizing {variant.ref} to {stage}: {done}/{total} {what}")
-
-        self.app.call_from_thread(self.notify, f"quantizing {variant.ref} to {', '.join(types)}…", timeout=3)
-        try:
-            with index_db() as db:
-                made = quantize(db, Source(variant.main_path, "gguf", variant.model), types,
-                                Options(allow_requantize=allow_requantize), on_progress=progress)
-        except Exception as exc:  # noqa: BLE001 - any failure becomes the error notification
-            report_error(self.app, exc)
-            return
-        for p in made:
-            fell = f", {len(p.fallbacks)} tensors fell back" if p.fallbacks else ""
-            self.app.call_from_thread(self.notify, f"stored {p.variant.ref} ({p.variant.size / 1e6:.1f} MB{fell})")
-        self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
+        quantize_job.ask(self, variant, self.query_one("#models-detail", Static).update)
 
     def action_reload(self) -> None:
         self.load_variants()
