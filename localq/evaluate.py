@@ -350,8 +350,8 @@ class RecordedScorer:
 
     def chunk_logits(self, tokens: list[int], first: int) -> np.ndarray:
         key = (tuple(tokens), first)
-        if key not in self._logits:
-            self._logits[key] = self.scorer.chunk_logits(tokens, first)
+        if key not in self._logits:   # a copy: llama.cpp's scorer returns its own buffer, reused per chunk
+            self._logits[key] = np.array(self.scorer.chunk_logits(tokens, first), copy=True)
         return self._logits[key]
 
     def close(self) -> None:

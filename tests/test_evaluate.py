@@ -150,3 +150,21 @@ def test_text_too_short_is_one_line(tmp_home, smollm2_gguf, tmp_path):
     print(result.output)
     assert result.exit_code == 1
     assert "needs at least 128" in result.output and "--text" in result.output
+
+
+def test_recorded_logits_of_a_gguf_survive_the_next_chunk(smollm2_gguf):
+    """llama.cpp's scorer answers with its own output buffer; the recording of a source
+    (evaluate_many) must keep a copy, or the next chunk would overwrite it."""
+    from localq.evaluate import LlamaScorer, RecordedScorer
+
+    recorded = RecordedScorer(LlamaScorer(smollm2_gguf, 64, 2))
+    try:
+        tokens = recorded.tokenize("The quick brown fox jumps over the lazy dog. " * 20)
+        a, b = tokens[:64], tokens[64:128]
+        first = recorded.chunk_logits(a, 32)
+        kept = first.copy()
+        recorded.chunk_logits(b, 32)        # another chunk through the same llama.cpp buffer
+        assert np.array_equal(recorded.chunk_logits(a, 32), kept)
+        assert not np.array_equal(kept, recorded.chunk_logits(b, 32))
+    finally:
+        recorded.close()
