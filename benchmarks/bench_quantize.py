@@ -198,14 +198,15 @@ def eval_part(work: Path, q4: Path, args) -> None:
         b = statistics.median(before + after)
         b512 = bench_prompt_tps(512)
         rows.append((e.tokens_per_second / b, e.tokens_per_second, b, e.tokens_per_second / b512, b512, e.perplexity,
-                     one_row_tps() / b, chunk_tps / b))
+                     one_row_tps() / b, chunk_tps / b, max(before + after) / min(before + after)))
     scorer.close()
     print(f"eval vs bench on Q4_K_M, {args.threads} threads, {args.rounds} rounds "
           f"(eval: {args.chunks} chunks of 512, perplexity {rows[0][5]:.4f})")
     for i, (ratio, e_tps, b_tps, ratio512, b512, *_) in enumerate(rows):
         print(f"  round {i + 1}: eval {e_tps:7.1f} tokens/s, bench prompt {b_tps:7.1f} tokens/s (128-token prompt, "
               f"median of 3 before and 3 after): ratio {ratio:.3f};  bench 512-token prompt {b512:7.1f}: "
-              f"ratio {ratio512:.3f}")
+              f"ratio {ratio512:.3f}" + ("" if rows[i][8] < NOISY else
+                                         f"  NOISY (bench runs differ {rows[i][8]:.1f}x: load from elsewhere)"))
     median = statistics.median(r[0] for r in rows)
     print(f"  eval / bench prompt tokens/s: median {median:.3f} ({'meets' if median >= 0.9 else 'misses'} the 0.9 "
           f"target); all rounds: " + ", ".join(f"{r[0]:.3f}" for r in rows))
@@ -221,6 +222,9 @@ def eval_part(work: Path, q4: Path, args) -> None:
           f"256 rows of logits per 512 tokens cost {head * 256 / 512 / body * 100:.1f} % on top of the layers, "
           f"bench's one row per 128 {head / 128 / body * 100:.1f} %; at equal speed per multiply-add (attention "
           f"left out) eval / bench would be {bound:.3f}")
+
+
+NOISY = 1.5   # a round whose six bench runs differ more than this ran while something else took the cores
 
 
 def multiply_adds(path: Path) -> tuple[int, int]:
