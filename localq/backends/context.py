@@ -12,6 +12,9 @@ context, with no room for a single token of reply, is an error, raised before
 generation starts.
 
 Only the prompt the model sees is trimmed: the stored history keeps every turn.
+
+``reusable_prefix`` is the other half of a turn's prompt: how much of the KV
+cache the backends keep from the previous turn.
 """
 
 from __future__ import annotations
@@ -63,3 +66,14 @@ def fit_messages(
             "shorten the prompt, or load the model with a larger context (--ctx)",
         )
     return Fitted(system + turns, tokens, dropped)
+
+
+def reusable_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+    """How many tokens of the KV cache (``cached``) a new ``prompt`` can keep: their common
+    prefix, less the prompt's last token, which is evaluated again for its logits."""
+    keep = 0
+    for a, b in zip(cached, prompt):
+        if a != b:
+            break
+        keep += 1
+    return min(keep, len(prompt) - 1)

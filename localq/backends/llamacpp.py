@@ -44,11 +44,11 @@ from typing import Iterator, Sequence
 from localq.backends.base import (
     Backend, Done, GenerationParams, LoadOptions, Session, TextDelta, model_path_of, reply_limit,
 )
+from localq.backends.context import reusable_prefix
 from localq.defaults import DEFAULT_CONTEXT
 from localq.errors import BackendError, BadModelFile, LocalqError
+from localq.units import GiB
 
-GiB = 2**30
-# Compute buffers and runtime on top of weights and KV cache, as a share of the weights plus a floor.
 INSTALL_HINT = "install it with `pip install 'localq[llamacpp]'`"
 
 
@@ -626,12 +626,7 @@ class LlamaCppSession(Session):
 
     def _reuse_prefix(self, prompt: list[int]) -> int:
         """Keep the cached tokens the prompt starts with; drop the rest; return how many were kept."""
-        keep = 0
-        for a, b in zip(self._cached, prompt):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(prompt) - 1)     # the last prompt token is evaluated again for its logits
+        keep = reusable_prefix(self._cached, prompt)
         if keep < len(self._cached):
             if not self._lib.llama_memory_seq_rm(self._mem, 0, keep, -1):
                 self._lib.llama_memory_clear(self._mem, True)

@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from localq.backends.context import reusable_prefix
 from localq.backends.base import (
     Backend,
     Done,
@@ -271,12 +272,7 @@ class MLXSession(Session):
         """Keep the cached tokens the prompt starts with; drop the rest; return how many were kept."""
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
-        keep = 0
-        for a, b in zip(self._cached, prompt):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(prompt) - 1)     # the last prompt token is evaluated again for its logits
+        keep = reusable_prefix(self._cached, prompt)
         if keep < len(self._cached):
             if keep and can_trim_prompt_cache(self._cache):
                 trim_prompt_cache(self._cache, len(self._cached) - keep)
