@@ -22,8 +22,8 @@ import re
 import subprocess
 
 from localq.probe.profile import AppleInfo, CpuInfo, MemoryInfo
+from localq.units import GiB
 
-GiB = 2**30
 
 # Memory bandwidth in GB/s, from Apple's product pages and press releases.
 APPLE_BANDWIDTH_GBPS = {

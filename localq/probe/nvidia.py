@@ -25,8 +25,8 @@ import subprocess
 from pathlib import Path
 
 from localq.probe.profile import GpuInfo
+from localq.units import MiB
 
-MiB = 2**20
 SMI_TIMEOUT_S = 10
 
 # (name pattern, compute capability), first match wins: specific before general.

@@ -15,8 +15,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from localq.errors import LocalqError
+from localq.units import GiB
 
-GiB = 2**30
 
 
 @dataclass

@@ -33,9 +33,9 @@ from localq.backends.base import LoadOptions, Session
 from localq.errors import LocalqError, ModelNotFound
 from localq.serve.config import ServeConfig
 from localq.serve.scheduler import Job, ModelGone, ModelQueue
+from localq.units import GiB
 
 log = logging.getLogger("localq.serve")
-GiB = 2**30
 
 
 class NotEnoughMemory(LocalqError):

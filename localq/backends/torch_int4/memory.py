@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localq.errors import BackendError
+from localq.units import GiB
 
-GiB = 2**30
 FLOAT_BYTES_ON_DEVICE = 2            # floating-point weights, the KV cache and activations are bf16
 _ITEM_BYTES = {"U8": 1, "I8": 1, "BOOL": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
                "F32": 4, "I64": 8, "U64": 8, "F64": 8}
