@@ -151,15 +151,21 @@ def hub_server(hub_files):
         yield hub
 
 
-@pytest.fixture
-def fake_hub(hub_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The fake Hub with no faults, ``HF_ENDPOINT`` pointing at it, and a private HF home and cache."""
-    hub_server.reset()
-    monkeypatch.setenv("HF_ENDPOINT", hub_server.endpoint)
+def use_hub(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Point huggingface_hub at ``hub`` (a fresh FakeHub), with a private HF home and cache and no token."""
+    hub.reset()
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
+    return hub
+
+
+@pytest.fixture
+def fake_hub(hub_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The fake Hub with no faults, ``HF_ENDPOINT`` pointing at it, and a private HF home and cache."""
+    use_hub(hub_server, tmp_path, monkeypatch)
     yield hub_server
     hub_server.reset()
 

@@ -53,13 +53,9 @@ def source_hub(source_repo_files):
 
 @pytest.fixture
 def hub(source_hub, tmp_home, tmp_path, monkeypatch):
-    source_hub.reset()
-    monkeypatch.setenv("HF_ENDPOINT", source_hub.endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    return source_hub
+    from conftest import use_hub
+
+    return use_hub(source_hub, tmp_path, monkeypatch)
 
 
 def variants(formats=("int4", "safetensors")):
