@@ -60,22 +60,31 @@ def test_round_trip_to_f32_gives_back_every_tensor_and_the_tokenizer(smollm2_ggu
     assert ours.fields["general.file_type"].contents() == 0
 
 
-def test_f16_gguf_runs_in_llama_cpp_as_transformers_runs_the_safetensors(smollm2_f16_gguf, smollm2_hf_dir):
+def llama_cpp_and_torch_logits(gguf_path, hf_dir, model_class: str, n_tokens: int, n_ctx: int):
+    """Logits of the same tokens (BOS + the sample text) from llama.cpp on ``gguf_path`` and from
+    transformers' ``model_class`` in float32 on ``hf_dir``."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("llama_cpp")
     from llama_logits import LlamaLogits
-    from test_gguf_export import mean_kl, sample_text
+    from test_gguf_export import sample_text
 
-    llama = LlamaLogits(smollm2_f16_gguf, n_ctx=512)
+    llama = LlamaLogits(gguf_path, n_ctx=n_ctx)
     try:
-        tokens = [1] + llama.tokenize(sample_text())[:299]
+        tokens = [1] + llama.tokenize(sample_text())[:n_tokens - 1]
         ours = llama.logits(tokens)
     finally:
         llama.close()
-    model = transformers.LlamaForCausalLM.from_pretrained(smollm2_hf_dir, dtype=torch.float32)
+    model = getattr(transformers, model_class).from_pretrained(hf_dir, dtype=torch.float32)
     with torch.no_grad():
         ref = model(torch.tensor([tokens])).logits[0].numpy()
+    return ours, ref
+
+
+def test_f16_gguf_runs_in_llama_cpp_as_transformers_runs_the_safetensors(smollm2_f16_gguf, smollm2_hf_dir):
+    from test_gguf_export import mean_kl
+
+    ours, ref = llama_cpp_and_torch_logits(smollm2_f16_gguf, smollm2_hf_dir, "LlamaForCausalLM", 300, 512)
     # F16 weights and llama.cpp's F16 products against float32 torch: float tolerance
     assert float((ours.argmax(-1) == ref.argmax(-1)).mean()) >= 0.98
     assert mean_kl(ref, ours) < 1e-3
@@ -227,11 +236,10 @@ def test_sentencepiece_model_pieces_are_read_from_the_protobuf():
 
 def test_qwen2_layout_biases_and_neox_rotary_run_in_llama_cpp_as_in_transformers(smollm2_hf_dir, tmp_path):
     """SmolLM2's weights relabelled Qwen2 (with Q/K/V biases added): no permutation, biases named as llama.cpp wants."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     pytest.importorskip("llama_cpp")
-    from llama_logits import LlamaLogits
-    from test_gguf_export import mean_kl, sample_text
+    from test_gguf_export import mean_kl
 
     src = tmp_path / "qwen2"
     src.mkdir()
@@ -258,15 +266,7 @@ def test_qwen2_layout_biases_and_neox_rotary_run_in_llama_cpp_as_in_transformers
     # no rotary permutation for qwen2: attn_q is the HF matrix as it is
     assert np.array_equal(names["blk.0.attn_q.weight"].data, tensors["model.layers.0.self_attn.q_proj.weight"].raw())
 
-    llama = LlamaLogits(out, n_ctx=256)
-    try:
-        tokens = [1] + llama.tokenize(sample_text())[:127]
-        ours = llama.logits(tokens)
-    finally:
-        llama.close()
-    model = transformers.Qwen2ForCausalLM.from_pretrained(src, dtype=torch.float32)
-    with torch.no_grad():
-        ref = model(torch.tensor([tokens])).logits[0].numpy()
+    ours, ref = llama_cpp_and_torch_logits(out, src, "Qwen2ForCausalLM", 128, 256)
     assert float((ours.argmax(-1) == ref.argmax(-1)).mean()) >= 0.98
     assert mean_kl(ref, ours) < 1e-3
 
@@ -289,3 +289,4 @@ def test_metadata_arrays_pack_to_the_same_bytes_as_the_gguf_library():
 
     with pytest.raises(struct.error):   # a number out of the stated type's range is refused, as the library does
         ours._pack_val([2**40], vt.ARRAY, True, vt.INT32)
+
