@@ -168,3 +168,20 @@ def test_recorded_logits_of_a_gguf_survive_the_next_chunk(smollm2_gguf):
         assert not np.array_equal(kept, recorded.chunk_logits(b, 32))
     finally:
         recorded.close()
+
+
+def test_an_odd_context_is_one_line(tmp_home, smollm2_gguf):
+    result = run("eval", "smollm2:135m", "--ctx", "65")
+    print(result.output)
+    assert result.exit_code == 1
+    assert "--ctx 65 is too small or odd" in result.output and "use an even context" in result.output
+
+
+def test_models_of_two_engines_are_not_compared_in_one_run(smollm2_gguf, tmp_path):
+    from localq.evaluate import evaluate_many
+
+    mlx_dir = tmp_path / "an-mlx-directory"
+    mlx_dir.mkdir()
+    with pytest.raises(LocalqError, match=r"different engines \(llamacpp, mlx\)") as caught:
+        evaluate_many([smollm2_gguf, mlx_dir], against=smollm2_gguf)
+    assert "one engine at a time" in caught.value.hint

@@ -290,3 +290,14 @@ def test_metadata_arrays_pack_to_the_same_bytes_as_the_gguf_library():
     with pytest.raises(struct.error):   # a number out of the stated type's range is refused, as the library does
         ours._pack_val([2**40], vt.ARRAY, True, vt.INT32)
 
+
+def test_tensor_names_without_a_counterpart_are_refused_by_name():
+    from localq.quantize.archs import UnsupportedArchitecture, gguf_tensor_name, hf_tensor_name
+
+    assert hf_tensor_name("blk.3.attn_q.weight") == "model.layers.3.self_attn.q_proj.weight"
+    assert gguf_tensor_name("model.layers.3.self_attn.q_proj.weight") == "blk.3.attn_q.weight"
+    assert hf_tensor_name("rope_freqs.weight") is None and gguf_tensor_name("model.rotary_emb.inv_freq") is None
+    with pytest.raises(UnsupportedArchitecture, match="'blk.0.ssm_conv1d.weight' has no Hugging Face equivalent"):
+        hf_tensor_name("blk.0.ssm_conv1d.weight")
+    with pytest.raises(UnsupportedArchitecture, match="'model.layers.0.mixer.in_proj.weight' has no GGUF equivalent"):
+        gguf_tensor_name("model.layers.0.mixer.in_proj.weight")
