@@ -25,10 +25,16 @@ arithmetic two weights at a time in fp16x2, in a few lines of inline PTX:
   ``silu(gate) * up`` on interleaved gate/up rows (the ffn's first product
   writes the ffn's activation directly).
 
-Measured on the H200 (benchmarks/bench_torch_int4_gpu.py; 4.38 TB/s read
-bandwidth): the 128 projections of a Llama-3-8B stack read at 1.97 TB/s at
-g128 (tinygemm: 1.69), 2.36 TB/s on the largest (gate/up) alone; the small
-ones (4096 x 4096) stay near 1.3 TB/s, bound by launch and ramp-up.
+Tiling: small programs win. Swept on the H200 (every BLOCK_N x GPI x
+num_warps with 4 to 32 words per thread, 32 distinct matrices per CUDA graph
+so nothing stays in L2), the best tilings at g128 are one or two warps over
+two to eight rows: gate/up (28672 x 4096) 2.78 TB/s with (8, 4, 1), down
+(4096 x 14336) 2.14 TB/s with (2, 16, 2), qkv (6144 x 4096) 1.67 TB/s and
+o (4096 x 4096) 1.35 TB/s, the small ones bound by launch and ramp-up. The
+candidates below are those winners (and their g64 equivalents, twice the
+groups per iteration); the earlier list of four- to eight-warp tiles was
+10 % slower per decode step. Prefetching the next product's weights into L2
+(``cp.async.bulk.prefetch``) during attention was measured too, and lost.
 """
 
 from __future__ import annotations
@@ -40,8 +46,8 @@ import triton.language as tl
 ACT_NONE, ACT_SILU_MUL = 0, 1
 
 # (BLOCK_N, GPI, num_warps) candidates, autotuned per shape on first use; the fallbacks only when none fits.
-_CONFIGS = [(4, 4, 2), (8, 4, 4), (8, 8, 8), (4, 8, 4), (16, 4, 8), (16, 2, 4), (8, 2, 2), (4, 16, 8), (8, 16, 8),
-            (2, 16, 4)]
+_CONFIGS = [(2, 8, 1), (2, 16, 2), (8, 4, 1), (2, 4, 1), (4, 16, 2), (4, 8, 1), (8, 8, 2), (2, 16, 1),
+            (4, 16, 4), (8, 8, 1), (2, 32, 2), (4, 32, 2), (4, 16, 1), (8, 16, 2), (2, 32, 1), (8, 16, 1)]
 _FALLBACKS = [(4, 2, 1), (8, 1, 1), (2, 1, 1)]
 
 # Eight weights of one word times four fp16 pairs of x: (sum((q-8)*x), sum(x)) in fp32.
