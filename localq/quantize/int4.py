@@ -3,8 +3,9 @@
 Round-to-nearest by default; ``awq=True`` first applies AWQ scales found
 on the calibration text shipped in ``localq/assets/calibration.txt``
 (``localq.quantize.awq``). Embeddings always stay bf16, the output head too
-unless ``head_int4``. The model is read on the CPU in float32 (AWQ needs
-the exact function), one projection quantized at a time.
+unless ``head_int4``. Round-to-nearest reads one tensor at a time (by mmap,
+in float32), so its memory is the checkpoint's size plus one tensor; AWQ
+runs the whole model in float32 on the calibration text, so it holds it.
 """
 
 from __future__ import annotations
@@ -45,40 +46,58 @@ def quantize_model_dir(source: Path, out_dir: Path, target: str = "int4-g128", *
     measure g128 where it applies on models whose rows it does not divide
     (SmolLM2's 576).
     """
+    import contextlib
     import json
 
     import torch
 
     from localq.backends.torch_int4 import checkpoint, int4
     from localq.backends.torch_int4.linear import int4_linears
-    from localq.backends.torch_int4.model import load_hf
+    from localq.backends.torch_int4.model import (Transformer, hf_state_dict, lazy_safetensors, load_hf,
+                                                  read_config, read_parameters)
 
     group = group_of(target)
     source = Path(source)
-    model = load_hf(source, "cpu", torch.float32)
-    lins = int4_linears(model, head=head_int4)
+    with torch.device("meta"):
+        shape_only = Transformer(read_config(source))
+    projections = int4_linears(shape_only, head=head_int4)
     groups = {}                              # projections at another group size than ``group``
-    for name, lin in lins.items():           # refuse before any work
+    for name, lin in projections.items():    # refuse before any work
         if fallback_group is not None and lin.in_features % group:
             int4.check_group(fallback_group, lin.in_features, name)
             groups[name] = fallback_group
         else:
             int4.check_group(group, lin.in_features, name)
     alphas = {}
-    if awq:
+    tensors = {}
+    done = 0
+
+    def put(name: str, tensor: torch.Tensor) -> None:
+        nonlocal done
+        lin = name.removesuffix(".weight")
+        if lin not in projections or not name.endswith(".weight"):
+            tensors[name] = tensor.to(torch.bfloat16)
+            return
+        q, s, z = int4.quantize_rtn(tensor, groups.get(lin, group))
+        tensors[f"{lin}.qweight"] = int4.pack_nibbles(q)
+        tensors[f"{lin}.scales"], tensors[f"{lin}.zeros"] = s, z
+        done += 1
+        if on_progress:
+            on_progress(done, len(projections), lin)
+
+    if awq:        # AWQ runs the model on calibration text: all of it in float32
         from localq.quantize.awq import apply_awq
 
+        model = load_hf(source, "cpu", torch.float32)
         alphas = apply_awq(model, calibration_tokens(source), group, groups)
-    tensors = {}
-    for i, (name, lin) in enumerate(lins.items()):
-        q, s, z = int4.quantize_rtn(lin.weight.data, groups.get(name, group))
-        tensors[f"{name}.qweight"] = int4.pack_nibbles(q)
-        tensors[f"{name}.scales"], tensors[f"{name}.zeros"] = s, z
-        lin.weight = None
-        if on_progress:
-            on_progress(i + 1, len(lins), name)
-    for name, p in model.named_parameters():
-        tensors[name] = p.data.to(torch.bfloat16)
+        for name, p in list(model.named_parameters()):
+            put(name, p.data)
+        del model
+    else:          # round-to-nearest: one tensor in float32 at a time, read by mmap
+        with contextlib.ExitStack() as stack:
+            readers = hf_state_dict(lazy_safetensors(source, stack))
+            for name, tensor in read_parameters(shape_only, readers, "cpu", torch.float32):
+                put(name, tensor)
     config = json.loads((source / "config.json").read_text())
     meta = {
         "format": checkpoint.FORMAT, "version": checkpoint.MIXED_VERSION if groups else checkpoint.VERSION,

@@ -15,8 +15,10 @@ from localq.recommend.quants import QUANTS_BY_TAG, Quant
 
 # Share of the bandwidth a backend turns into decoding, localq's estimates. CPU:
 # of the *measured* copy bandwidth (already an achieved figure). GPUs: of the data
-# sheet's peak. torch INT4: gpt-fast's README, Llama-2-7B int4 g32 at 862.69 GB/s
-# on an A100 (2039 GB/s peak).
+# sheet's peak. torch INT4: measured, localq's Triton kernel decoding a
+# Llama-3.1-8B-shaped model on an H200 (4.8 TB/s data-sheet peak;
+# benchmarks/bench_torch_int4_gpu.py): 2,103 GB/s at g128 (0.44), 1,910 at g64
+# (0.40); 0.42 lies between them.
 EFFICIENCY = {
     ("llamacpp", "cpu"): 0.8,
     ("llamacpp", "cuda"): 0.6,

@@ -94,7 +94,7 @@ def source_sha256(model_dir: Path) -> str:
 
 def save(out_dir: Path, tensors: dict[str, torch.Tensor], meta: dict, source_dir: Path) -> Path:
     """Write the checkpoint into ``out_dir`` atomically: a temporary directory beside it, then a rename."""
-    from safetensors.torch import save_file
+    from localq.quantize.safetensors_io import write_streaming
 
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -102,7 +102,9 @@ def save(out_dir: Path, tensors: dict[str, torch.Tensor], meta: dict, source_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
+        # One tensor's bytes at a time (safetensors' save_file builds the whole file in memory first).
+        specs = [(name, _SAFETENSORS_DTYPES[t.dtype], tuple(t.shape)) for name, t in tensors.items()]
+        write_streaming(tmp / WEIGHTS_FILE, specs, lambda name: _as_numpy(tensors[name]))
         for name in COPIED_FILES:
             if (Path(source_dir) / name).is_file():
                 shutil.copyfile(Path(source_dir) / name, tmp / name)
@@ -115,6 +117,16 @@ def save(out_dir: Path, tensors: dict[str, torch.Tensor], meta: dict, source_dir
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+_SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32", torch.uint8: "U8",
+                       torch.int8: "I8", torch.int32: "I32", torch.int64: "I64"}
+
+
+def _as_numpy(t: torch.Tensor):
+    """The tensor's bytes as a numpy array, without a copy (bf16 as its 16-bit pattern)."""
+    t = t.contiguous()
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def load(path: Path, device, layout: str, dtype=torch.bfloat16):

@@ -313,17 +313,24 @@ def load_hf(model_dir: Path, device="cpu", dtype=torch.bfloat16) -> Transformer:
 
 def fill(model: nn.Module, readers: dict, device, dtype) -> None:
     """Replace every meta parameter of ``model`` by its tensor from ``readers``, one at a time."""
-    missing = [n for n, _ in model.named_parameters() if n not in readers]
+    for name, tensor in read_parameters(model, readers, device, dtype):
+        owner, attr = _owner(model, name)
+        setattr(owner, attr, nn.Parameter(tensor, requires_grad=False))
+
+
+def read_parameters(model: nn.Module, readers: dict, device, dtype):
+    """(name, tensor) for each parameter of ``model``, read from ``readers`` one at a time, shapes checked."""
+    params = list(model.named_parameters())
+    missing = [n for n, _ in params if n not in readers]
     if missing:
         raise BackendError(f"the model files lack {len(missing)} tensors (first: {missing[0]})",
                            "the directory is incomplete or not a llama-family model")
-    for name, param in list(model.named_parameters()):
-        owner, attr = _owner(model, name)
+    for name, param in params:
         tensor = readers[name]().to(device=device, dtype=dtype)
         if tuple(tensor.shape) != tuple(param.shape):
             raise BackendError(f"tensor {name} has shape {tuple(tensor.shape)}, the config says {tuple(param.shape)}",
                                "config.json does not match the weights")
-        setattr(owner, attr, nn.Parameter(tensor, requires_grad=False))
+        yield name, tensor
 
 
 def _owner(model: nn.Module, name: str):
