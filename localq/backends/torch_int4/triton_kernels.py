@@ -33,8 +33,12 @@ two to eight rows: gate/up (28672 x 4096) 2.78 TB/s with (8, 4, 1), down
 o (4096 x 4096) 1.35 TB/s, the small ones bound by launch and ramp-up. The
 candidates below are those winners (and their g64 equivalents, twice the
 groups per iteration); the earlier list of four- to eight-warp tiles was
-10 % slower per decode step. Prefetching the next product's weights into L2
-(``cp.async.bulk.prefetch``) during attention was measured too, and lost.
+10 % slower per decode step. Measured too, and not kept (decode tok/s, the
+same run, 431 with these tiles): prefetching the next product's weights into
+L2 (``cp.async.bulk.prefetch``) during attention, 409; each program
+bulk-prefetching its own rows first, 382; programmatic dependent launch of the
+products (weights requested before the wait on the previous kernel), 427, and
+of every kernel of the step, 425.
 """
 
 from __future__ import annotations
