@@ -11,6 +11,10 @@ The pre-tokenizer is the one part a GGUF names instead of spelling out; the
 table below gives, for each name localq knows, the split that llama.cpp applies
 for it, written as ``tokenizers`` pre-tokenizer steps. Any other name is refused
 rather than guessed, since a wrong split tokenizes text differently.
+
+A SentencePiece GGUF (``tokenizer.ggml.model = llama``: Llama 2, Mistral,
+TinyLlama) has no pre-tokenizer to name: ``spm_tokenizer`` writes its
+``tokenizer.json`` and ``tokenizer.model`` from the pieces and their scores.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import json
 
 from localq.errors import LocalqError
+from localq.quantize import spm_tokenizer
+from localq.quantize.spm_tokenizer import read_sentencepiece_model
 
 # The GPT-2 byte-level split, as `tokenizers`' ByteLevel(use_regex=True) applies it.
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
@@ -55,22 +61,68 @@ class UnsupportedTokenizer(LocalqError):
 def tokenizer_files(meta: dict) -> dict[str, bytes]:
     """``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json`` from GGUF metadata.
 
-    ``meta`` maps GGUF keys to their values (lists as Python lists).
+    ``meta`` maps GGUF keys to their values (lists as Python lists). A
+    SentencePiece tokenizer (``llama``) also gets its ``tokenizer.model``
+    (``spm_tokenizer`` says how).
     """
     model = meta.get("tokenizer.ggml.model")
-    if model != "gpt2":
+    if model not in ("gpt2", "llama"):
         raise UnsupportedTokenizer(
             f"cannot write a Hugging Face tokenizer for GGUF tokenizer model {model!r}",
-            "localq writes BPE (gpt2) tokenizers; convert from the original Hugging Face repository instead",
+            "localq writes BPE (gpt2) and SentencePiece (llama) tokenizers; convert from the original Hugging Face "
+            "repository instead",
         )
+    tokens: list[str] = meta["tokenizer.ggml.tokens"]
+    types: list[int] = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+
+    def token(key: str) -> str | None:
+        idx = meta.get(f"tokenizer.ggml.{key}_token_id")
+        return tokens[idx] if idx is not None and 0 <= idx < len(tokens) else None
+
+    bos, eos, unk, pad = token("bos"), token("eos"), token("unknown"), token("padding")
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", model == "llama"))   # llama.cpp's defaults
+    add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
+    if model == "gpt2":
+        files = {"tokenizer.json": _dump(_bpe_tokenizer_json(meta, tokens, types, bos if add_bos else None,
+                                                              eos if add_eos else None))}
+    else:
+        pieces = list(zip(tokens, meta.get("tokenizer.ggml.scores") or [0.0] * len(tokens), types))
+        prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+        files = {
+            "tokenizer.json": _dump(spm_tokenizer.tokenizer_json(pieces, unk=unk, add_bos=bos if add_bos else None,
+                                                                 add_eos=eos if add_eos else None, dummy_prefix=prefix)),
+            "tokenizer.model": spm_tokenizer.write_sentencepiece_model(
+                pieces, unk=tokens.index(unk) if unk else None, bos=tokens.index(bos) if bos else None,
+                eos=tokens.index(eos) if eos else None, pad=tokens.index(pad) if pad else None, dummy_prefix=prefix),
+        }
+    special_map = {k: v for k, v in (("bos_token", bos), ("eos_token", eos), ("unk_token", unk), ("pad_token", pad)) if v}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": add_bos,
+        "add_eos_token": add_eos,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": int(meta.get("context_length") or 8192),
+        **special_map,
+    }
+    if meta.get("tokenizer.chat_template"):
+        config["chat_template"] = meta["tokenizer.chat_template"]
+    files.update({"tokenizer_config.json": _dump(config), "special_tokens_map.json": _dump(special_map)})
+    return files
+
+
+def _dump(obj) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _bpe_tokenizer_json(meta: dict, tokens: list[str], types: list[int], add_bos: str | None,
+                        add_eos: str | None) -> dict:
+    """The ``tokenizers`` JSON of a byte-level BPE GGUF tokenizer (``add_bos``/``add_eos``: the token to add)."""
     pre = meta.get("tokenizer.ggml.pre", "default")
     if pre not in PRE_TOKENIZERS:
         raise UnsupportedTokenizer(
             f"cannot write a Hugging Face tokenizer for GGUF pre-tokenizer {pre!r}",
             f"localq knows {', '.join(sorted(PRE_TOKENIZERS))}",
         )
-    tokens: list[str] = meta["tokenizer.ggml.tokens"]
-    types: list[int] = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     merges: list[str] = meta.get("tokenizer.ggml.merges") or []
     added = [
         {
@@ -80,22 +132,14 @@ def tokenizer_files(meta: dict) -> dict[str, bytes]:
         for i, tok in enumerate(tokens)
         if types[i] in (CONTROL, USER_DEFINED)
     ]
-
-    def token(key: str) -> str | None:
-        idx = meta.get(f"tokenizer.ggml.{key}_token_id")
-        return tokens[idx] if idx is not None and 0 <= idx < len(tokens) else None
-
-    bos, eos, unk, pad = token("bos"), token("eos"), token("unknown"), token("padding")
-    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
-    add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
     post = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
-    if (add_bos and bos) or (add_eos and eos):
-        single = ([{"SpecialToken": {"id": bos, "type_id": 0}}] if add_bos and bos else []) + [
+    if add_bos or add_eos:
+        single = ([{"SpecialToken": {"id": add_bos, "type_id": 0}}] if add_bos else []) + [
             {"Sequence": {"id": "A", "type_id": 0}}
-        ] + ([{"SpecialToken": {"id": eos, "type_id": 0}}] if add_eos and eos else [])
-        specials = {t: {"id": t, "ids": [tokens.index(t)], "tokens": [t]} for t in (bos, eos) if t}
+        ] + ([{"SpecialToken": {"id": add_eos, "type_id": 0}}] if add_eos else [])
+        specials = {t: {"id": t, "ids": [tokens.index(t)], "tokens": [t]} for t in (add_bos, add_eos) if t}
         post = {"type": "TemplateProcessing", "single": single, "pair": single, "special_tokens": specials}
-    tokenizer = {
+    return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
@@ -110,26 +154,6 @@ def tokenizer_files(meta: dict) -> dict[str, bytes]:
             "vocab": {tok: i for i, tok in enumerate(tokens)},
             "merges": merges,
         },
-    }
-    special_map = {k: v for k, v in (("bos_token", bos), ("eos_token", eos), ("unk_token", unk), ("pad_token", pad)) if v}
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "add_bos_token": add_bos,
-        "add_eos_token": add_eos,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": int(meta.get("context_length") or 8192),
-        **special_map,
-    }
-    if meta.get("tokenizer.chat_template"):
-        config["chat_template"] = meta["tokenizer.chat_template"]
-
-    def dump(obj) -> bytes:
-        return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
-
-    return {
-        "tokenizer.json": dump(tokenizer),
-        "tokenizer_config.json": dump(config),
-        "special_tokens_map.json": dump(special_map),
     }
 
 
@@ -284,61 +308,3 @@ def _spm_metadata(path, tok_json: dict | None, config: dict) -> dict:
         "tokenizer.ggml.scores": scores,
         "tokenizer.ggml.token_type": types,
     }
-
-
-def read_sentencepiece_model(data: bytes) -> list[tuple[str, float, int]]:
-    """``(piece, score, type)`` for every piece of a SentencePiece ``tokenizer.model``.
-
-    The file is a protobuf ``ModelProto`` whose field 1 repeats ``SentencePiece``
-    messages (1: piece, 2: score as float, 3: type, default 1 = normal); the
-    few lines of wire-format reading here spare a protobuf dependency.
-    """
-    import struct
-
-    def varint(buf: bytes, i: int) -> tuple[int, int]:
-        shift = value = 0
-        while True:
-            b = buf[i]
-            i += 1
-            value |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return value, i
-            shift += 7
-
-    def fields(buf: bytes):
-        i = 0
-        while i < len(buf):
-            key, i = varint(buf, i)
-            num, wire = key >> 3, key & 7
-            if wire == 0:
-                value, i = varint(buf, i)
-            elif wire == 1:
-                value, i = buf[i:i + 8], i + 8
-            elif wire == 2:
-                n, i = varint(buf, i)
-                value, i = buf[i:i + n], i + n
-            elif wire == 5:
-                value, i = buf[i:i + 4], i + 4
-            else:
-                raise ValueError(f"wire type {wire}")
-            yield num, wire, value
-
-    pieces = []
-    try:
-        for num, wire, value in fields(data):
-            if num != 1 or wire != 2:
-                continue
-            piece, score, kind = "", 0.0, NORMAL
-            for n, w, v in fields(value):
-                if n == 1 and w == 2:
-                    piece = v.decode("utf-8")
-                elif n == 2 and w == 5:
-                    score = struct.unpack("<f", v)[0]
-                elif n == 3 and w == 0:
-                    kind = v
-            pieces.append((piece, score, kind))
-    except (IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise LocalqError("tokenizer.model is not a SentencePiece model or is damaged", "download it again") from exc
-    if not pieces:
-        raise LocalqError("tokenizer.model holds no pieces", "download it again")
-    return pieces
