@@ -136,3 +136,50 @@ def test_asks_on_a_terminal_and_no_means_nothing_fetched(hub, tmp_home):
     assert "will pull its safetensors source hf.co/HuggingFaceTB/SmolLM2-135M-Instruct:source (bf16" in question
     assert "not pulled: nothing was downloaded or made" in child.before and child.exitstatus == 0
     assert hub.bytes_sent("model.safetensors") == 0 and variants() == {}
+
+
+def test_the_app_lists_int4_as_made_here_asks_and_makes_it(hub):
+    """On an NVIDIA machine Discover lists the INT4 quants beside the Hub's; pulling one says what it will do first."""
+    from recorded_machines import desktop_4090
+    from tui_pilot import record_notifications, run_async, screen_text, settle, wait_until
+
+    from localq.tui.app import SECTIONS, LocalqApp
+
+    ref = "smollm2:135m-int4-g64"
+
+    @run_async
+    async def scenario():
+        app = LocalqApp(profile=desktop_4090(), first_start=False)
+        async with app.run_test(size=(140, 40)) as pilot:
+            seen = record_notifications(app)
+            await settle(pilot)
+            await pilot.press(str([s.key for s in SECTIONS].index("discover") + 1))
+            await settle(pilot)
+            screen = app.screen
+            await pilot.press("slash", *"smollm2:135m", "enter")
+            await settle(pilot)
+            assert screen.recommendations["smollm2:135m"].choice.backend != "torch_int4"   # the pull's own choice
+            assert "INT4-G64" in screen_text(app).upper() and "(made here)" in screen_text(app)
+            await pilot.press("enter")                                                  # into the quants table
+            quants = screen.query_one("#discover-quants")
+            row = [str(quants.get_row_at(i)[1]) for i in range(quants.row_count)].index("int4-g64")
+            quants.move_cursor(row=row)
+            await pilot.press("p")
+            await wait_until(pilot, lambda: type(app.screen).__name__ == "ConfirmDialog")
+            await settle(pilot)
+            question = " ".join(screen_text(app).split())
+            assert "Make smollm2:135m-int4-g64 here?" in question
+            assert "hf.co/HuggingFaceTB/SmolLM2-135M-Instruct:source" in question and "round-to-nearest" in question
+            assert hub.bytes_sent("model.safetensors") == 0 and app.pulls.job_for(ref) is None  # nothing before yes
+            await pilot.press("y")
+            await wait_until(pilot, lambda: app.pulls.job_for(ref) is not None)
+            job = app.pulls.job_for(ref)
+            await wait_until(pilot, lambda: not job.active, rounds=3000)
+            await settle(pilot)
+            assert job.state == "done", job.error
+            assert ("information", f"made {ref}") in seen
+        assert variants()[ref].format == "int4"
+        assert hub.bytes_sent("model.safetensors") == hub.file("HuggingFaceTB/SmolLM2-135M-Instruct",
+                                                               "model.safetensors").size
+
+    scenario()

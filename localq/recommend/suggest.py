@@ -2,8 +2,9 @@
 
 ``suggested_pulls`` asks the recommender about every catalog model and keeps
 the largest that fit and still run at ``COMFORTABLE_TPS`` or more, each with
-its chosen plan. ``pull_ref`` is the reference that pulls a quant of a catalog
-model (None for quants no Hub repository holds: localq makes INT4 itself).
+its chosen plan (``recommend_pull`` chooses among quants a Hub repository holds,
+so never an INT4 one, which localq makes itself). ``pull_ref`` is the reference
+that pulls a quant of a catalog model.
 
 ``COMFORTABLE_TPS`` (``recommend.policy``) is the one "comfortable speed": a
 reply you read as it is written. The Discover screen's "fits" order uses it too.
@@ -31,10 +32,8 @@ class Suggestion:
                 "weights_bytes": self.plan.weights_bytes, "tokens_per_second": self.plan.tokens_per_second}
 
 
-def pull_ref(model, quant: str) -> str | None:
-    """The reference that pulls ``quant`` of a catalog model; None for quants only localq makes (int4)."""
-    if quant.startswith("int4"):
-        return None
+def pull_ref(model, quant: str) -> str:
+    """The reference that pulls ``quant`` of a catalog model (an ``int4-`` one is made here from the source)."""
     return f"{model.ref}-{quant}"
 
 
@@ -58,8 +57,7 @@ def suggested_pulls(profile, models=None, limit: int = SUGGESTIONS, context: int
         ctx = None if context is None else min(context, model.context_length)
         speeds = speeds_for(model.ref) if speeds_for else None
         choice = recommend_pull(profile, model, context=ctx, prefer=prefer, speeds=speeds).choice
-        ref = pull_ref(model, choice.quant) if choice is not None else None
-        if comfortable(choice) and ref is not None:
-            found.append(Suggestion(model, choice, ref))
+        if comfortable(choice):
+            found.append(Suggestion(model, choice, pull_ref(model, choice.quant)))
     found.sort(key=lambda s: -s.model.parameters)
     return found[:limit]

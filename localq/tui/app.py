@@ -174,9 +174,45 @@ class LocalqApp(App):
     # --- pulls ----------------------------------------------------------------------
 
     def start_pull(self, ref: str) -> None:
-        """Pull ``ref`` in the background; the Downloads section shows it."""
+        """Pull ``ref`` in the background; the Downloads section shows it.
+
+        An ``int4-`` reference is made here, not downloaded (``quantize.pull_source``):
+        as ``localq pull`` does, the app says what it will fetch and make, and asks first.
+        """
+        from localq.quantize import pull_source
+
+        if pull_source.wanted(ref) and (self.pulls.job_for(ref) is None or not self.pulls.job_for(ref).active):
+            self.run_worker(lambda: self._ask_int4_pull(ref), thread=True, group="int4-plan")
+            return
         self.pulls.start(ref)
         self.notify(f"pulling {ref} (progress in Downloads, {section_keys('downloads')})", timeout=3)
+
+    def _ask_int4_pull(self, ref: str) -> None:
+        """(a thread) Plan the INT4 pull (the source's size comes from the Hub), then ask on the app's thread."""
+        from localq.quantize import pull_source
+        from localq.tui.screens.base import index_db, report_error
+
+        try:
+            with index_db() as db:
+                plan = pull_source.plan(ref, db)
+        except Exception as exc:  # a plan that cannot be made is shown, never a crash of the app
+            report_error(self, exc)
+            return
+        if plan.installed is not None:
+            self.call_from_thread(self.notify, f"{plan.installed.ref} is already installed")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.pulls.start(ref, int4_plan=plan)
+                self.notify(f"pulling {plan.source_ref} to make {plan.ref} here (progress in Downloads, "
+                            f"{section_keys('downloads')})", timeout=4)
+
+        from localq.tui.screens.dialogs import ConfirmDialog
+
+        question = plan.question.removesuffix(" Go ahead?")
+        self.call_from_thread(self.push_screen, ConfirmDialog(f"Make {plan.ref} here?", question, yes="Pull and make"),
+                              answered)
 
     def on_pull_changed(self, message) -> None:
         for screen in self._screen_stacks.get("downloads", [])[:1]:

@@ -60,6 +60,7 @@ class PullJob:
     thread: threading.Thread | None = None
     meter: object = None           # localq.download.RateMeter of the running pull
     last_post: float = 0.0
+    int4_plan: object = None       # quantize.pull_source.Int4Pull: the source pulled, then quantized here
 
     @property
     def active(self) -> bool:
@@ -89,8 +90,13 @@ class PullManager:
     def job_for(self, ref: str) -> PullJob | None:
         return next((j for j in self.jobs.values() if j.ref == ref), None)
 
-    def start(self, ref: str) -> PullJob:
-        """Pull ``ref`` (resuming it if it was stopped before); one job per reference."""
+    def start(self, ref: str, int4_plan=None) -> PullJob:
+        """Pull ``ref`` (resuming it if it was stopped before); one job per reference.
+
+        ``int4_plan``: the plan of an ``int4-`` reference the user agreed to
+        (``LocalqApp.start_pull`` asks); one resumed after a restart is planned
+        again in the pull's thread.
+        """
         job = self.job_for(ref)
         if job is not None and job.active:
             return job
@@ -99,6 +105,7 @@ class PullManager:
             self._next_id += 1
             self.jobs[job.id] = job
         job.state, job.error, job.message, job.stop_reason = "starting", None, None, ""
+        job.int4_plan = int4_plan if int4_plan is not None else job.int4_plan
         job.stop = threading.Event()
         job.meter = None
         job.thread = threading.Thread(target=self._run, args=(job,), name=f"localq-tui-pull-{job.id}", daemon=True)
@@ -138,10 +145,14 @@ class PullManager:
 
     def _run(self, job: PullJob) -> None:
         from localq.download import pull
+        from localq.quantize import pull_source
 
         try:
             with index_db() as db:
-                result = pull(job.ref, db=db, max_rate=self.max_rate, on_progress=lambda e: self._progress(job, e))
+                if pull_source.wanted(job.ref):
+                    result = self._make_int4(job, db)
+                else:
+                    result = pull(job.ref, db=db, max_rate=self.max_rate, on_progress=lambda e: self._progress(job, e))
         except StopPull:
             reason = job.stop_reason or "paused"
             state = {"quit": "queued"}.get(reason, reason)
@@ -158,10 +169,24 @@ class PullManager:
         else:
             job.state, job.variant = "done", result.variant.ref
             job.done = job.total = result.variant.size if not job.total else job.total
-            note = "already up to date" if result.status == "up to date" else "pulled"
+            job.message = None
+            note = {"up to date": "already up to date", "installed": "already installed", "made": "made"}.get(
+                result.status, "pulled")
             self.app.call_from_thread(self.app.notify, f"{note} {result.variant.ref}")
             self.app.call_from_thread(self.app.post_message_to_sections, "index_changed")
         self._changed(job, force=True)
+
+    def _make_int4(self, job: PullJob, db):
+        """An ``int4-`` pull: the source downloaded (with progress, stoppable), then quantized here."""
+        from localq.quantize import pull_source
+
+        plan = job.int4_plan or pull_source.plan(job.ref, db)
+
+        def say(line: str) -> None:
+            job.message = line          # "quantizing ... here": the download's bar stays at its end meanwhile
+            self._changed(job, force=True)
+
+        return pull_source.run(plan, db, max_rate=self.max_rate, on_progress=lambda e: self._progress(job, e), say=say)
 
     def _progress(self, job: PullJob, event) -> None:
         """``on_progress`` of download.pull: update the job; stop the pull if asked."""

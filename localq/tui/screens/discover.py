@@ -8,9 +8,12 @@ now, ✗ too big), estimated (or benchmarked) tokens/s and expected quality (+PP
 perplexity increase over the unquantized model; a line under the table says
 which model each figure was measured on: llama.cpp's table for Llama-3-8B,
 unless localq measured this model); the recommended row
-is marked ★ and the recommender's reason is written under the table. ``p``
-pulls the highlighted quant (or the recommended one from the left list): the
-pull runs in the Downloads section.
+is marked ★ and the recommender's reason is written under the table. On a
+machine that runs torch INT4 (an NVIDIA GPU), the INT4 quants are listed too,
+"made here": no Hub holds them, so pulling one pulls the model's source and
+quantizes it, after asking (``int4_plans``). ``p`` pulls the highlighted quant
+(or the recommended one from the left list): the pull runs in the Downloads
+section.
 
 Below 100 columns the quants table goes under the catalog instead of beside
 it, so every column stays readable at 80x24.
@@ -48,6 +51,25 @@ def fit_text(plan) -> Text:
     return Text(mark, style=f"bold {colour}")
 
 
+
+def plan_key(plan) -> str:
+    """A quants-table row's key: one quant can run on one backend on two devices (llama.cpp: the GPU, the CPU)."""
+    return f"{plan.backend}:{plan.device}:{plan.quant}"
+
+
+def int4_plans(profile, model, speeds=None) -> list:
+    """The INT4 quants this machine runs (torch INT4 on NVIDIA): on no Hub, made here from the model's source.
+
+    The pull recommendation chooses among quants a repository holds (``recommend_pull``), so they are
+    listed beside it, never chosen for it; pulling one asks first (``LocalqApp.start_pull``).
+    """
+    from localq.recommend import recommend
+
+    if not getattr(model, "source_repo", None):
+        return []
+    plans = recommend(profile, model, speeds=speeds).plans
+    return [p for p in plans if p.quant.startswith("int4") and p.ready]
+
 class DiscoverScreen(SectionScreen):
     """Search the catalog; see each quant's fit, speed and quality here; pull one."""
 
@@ -68,6 +90,7 @@ class DiscoverScreen(SectionScreen):
         self.fits_only = False
         self.models: list = []
         self.recommendations: dict[str, object] = {}
+        self.made_here: dict = {}      # model ref -> the INT4 plans made here (int4_plans)
         self._shown_model = None
 
     def compose_body(self) -> ComposeResult:
@@ -99,11 +122,13 @@ class DiscoverScreen(SectionScreen):
         needle = self.query_one("#discover-search", Input).value
         self.models = search(needle)
         self.recommendations = {}
+        self.made_here = {}
         if profile is not None:
             speeds_for = local_speeds_for(profile)   # localq bench's figures, as `localq recommend` uses them
             for model in self.models:
                 try:
                     self.recommendations[model.ref] = recommend_pull(profile, model, speeds=speeds_for(model.ref))
+                    self.made_here[model.ref] = int4_plans(profile, model, speeds_for(model.ref))
                 except Exception as exc:
                     show_error(self.app, exc)
                     break
@@ -154,14 +179,22 @@ class DiscoverScreen(SectionScreen):
         if rec is None:
             reason.update("probing this machine…")
             return
-        for plan in rec.plans:
+        plans = rec.plans + self.made_here.get(model.ref, [])
+        devices = {}
+        for plan in plans:
+            devices.setdefault(plan.backend, set()).add(plan.device)
+        for plan in plans:
             star = Text("★", style="bold yellow") if plan is rec.choice else ""
             backend = backend_label(plan.backend)
+            if len(devices[plan.backend]) > 1:       # llama.cpp on the GPU and on the CPU: say which row is which
+                backend += f" {plan.device}"
             if not plan.ready:
                 backend += " (not installed)"
+            elif plan.quant.startswith("int4"):
+                backend += " (made here)"
             quants.add_row(star, plan.quant.upper() if plan.backend == "llamacpp" else plan.quant, backend,
                            size(plan.total_bytes), fit_text(plan), f"{plan.tokens_per_second:.0f}",
-                           f"+{plan.ppl_delta:.2f}", key=f"{plan.backend}:{plan.quant}")
+                           f"+{plan.ppl_delta:.2f}", key=plan_key(plan))
         lines = [rec.reason] + [f"! {w}" for w in rec.warnings]
         if rec.plans:
             from localq.recommend import quality_note
@@ -177,7 +210,8 @@ class DiscoverScreen(SectionScreen):
         quants = self.query_one("#discover-quants", DataTable)
         if self.focused is quants and quants.row_count:
             key = quants.coordinate_to_cell_key(quants.cursor_coordinate).row_key.value
-            return next((p for p in rec.plans if f"{p.backend}:{p.quant}" == key), None)
+            plans = rec.plans + self.made_here.get(self._shown_model.ref, [])
+            return next((p for p in plans if plan_key(p) == key), None)
         return rec.choice
 
     # --- actions --------------------------------------------------------------------
@@ -198,13 +232,7 @@ class DiscoverScreen(SectionScreen):
             self.notify(f"no quant of {model.ref} fits this machine; pick one in the table to pull it anyway",
                         severity="warning")
             return
-        ref = pull_ref(model, plan.quant)
-        if ref is None:
-            self.notify(f"{plan.quant} is not on the Hub, and this localq version cannot make it here; "
-                        f"pick a GGUF quant (`localq pull {model.ref}-q4_k_m`)",
-                        severity="warning")
-            return
-        self.app.start_pull(ref)
+        self.app.start_pull(pull_ref(model, plan.quant))     # an int4- quant: made here, after asking
 
     def action_quantize(self) -> None:
         """Quantize the shown model from its installed copy (``quantize_job``), to the highlighted quant."""
