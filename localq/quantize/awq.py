@@ -151,7 +151,7 @@ def apply_awq(model, tokens: list[int], group: int, groups: dict[str, int] | Non
     n = len(tokens)
     model.setup_cache(n, torch.float32)
     pos = torch.arange(n)
-    run = {"rope": (model.cos, model.sin), "pos": pos, "mask": model.causal[pos][None, None]}
+    run = {"rope": (model.cos, model.sin), "pos": pos, "mask": model.causal_mask(pos)}
     x = model.tok_embeddings(torch.tensor([tokens])).float()
     chosen: dict[str, float] = {}
     for i, layer in enumerate(model.layers):

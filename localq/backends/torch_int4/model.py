@@ -213,12 +213,17 @@ class Transformer(nn.Module):
         angles = torch.outer(torch.arange(max_seq, dtype=torch.float64), rope_frequencies(c))
         self.cos = angles.cos().float().to(device)
         self.sin = angles.sin().float().to(device)
-        self.causal = torch.ones(max_seq, max_seq, dtype=torch.bool, device=device).tril()
+        self.key_positions = torch.arange(max_seq, device=device)   # the mask is made per call: a whole
+        # [max_seq, max_seq] table would be 16 GiB at Llama 3.1's 131072 positions
+
+    def causal_mask(self, pos: torch.Tensor) -> torch.Tensor:
+        """[1, 1, T, max_seq]: which cache positions each of the positions ``pos`` attends to."""
+        return (self.key_positions[None, :] <= pos[:, None])[None, None]
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Logits (float32) for ``tokens`` [1, T] placed at positions ``pos`` [T] of the cache."""
         x = self.tok_embeddings(tokens)
-        mask = self.causal[pos][None, None] if tokens.shape[1] > 1 or not x.is_cuda else None
+        mask = self.causal_mask(pos) if tokens.shape[1] > 1 or not x.is_cuda else None
         for layer in self.layers:
             x = layer(x, (self.cos, self.sin), pos, mask)
         return self.output(self.norm(x)).float()
