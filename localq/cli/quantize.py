@@ -153,6 +153,24 @@ def fallback_summary(fallbacks) -> str:
     return f"{len(fallbacks)} tensors fell back: {moves} ({'; '.join(why)})"
 
 
+def _prestart(source: str, wanted: list[str], threads: int | None, allow_requantize: bool) -> None:
+    """From a GGUF file to llama.cpp types only: the first quantization starts now, before the index is opened.
+
+    Opening the index (and importing what it needs) takes about a tenth of a
+    second, which the quantizer then spends quantizing; the job's own
+    ``Quantizer`` takes the running child, and a check that fails meanwhile
+    stops it (``gguf_quant.discard_spare``).
+    """
+    from localq.quantize import gguf_quant
+
+    path = Path(source).expanduser()
+    if not wanted or not path.is_file() or not all(gguf_quant.wants_llamacpp([t]) for t in wanted):
+        return
+    from localq.quantize.output import work_path
+
+    gguf_quant.prestart(path, work_path(".gguf"), wanted[0], threads=threads, allow_requantize=allow_requantize)
+
+
 @click.command("quantize")
 @click.argument("source")
 @click.option("--to", "targets", required=True, multiple=True,
@@ -188,6 +206,7 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
     if gguf_quant.wants_llamacpp(wanted):
         gguf_quant.warm_up()   # the quantizer child loads llama.cpp while this process opens the index
     try:
+        _prestart(source, wanted, threads, allow_requantize)
         from localq.cli.common import open_db
         from localq.quantize.jobs import Options, quantize, resolve_source
 
@@ -198,6 +217,8 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
             produced = quantize(db, src, wanted, Options(threads, allow_requantize, keep_intermediate,
                                                          int(group_size) if group_size else None, awq, head),
                                 on_progress=lambda stage, d, n, w: update(d, n, f"{stage} {w}"))
+    except KeyboardInterrupt:  # before a quantizer took over (it says which type); a prestarted child included
+        raise gguf_quant.QuantizeInterrupted("quantization interrupted; nothing was kept") from None
     finally:
         gguf_quant.discard_spare()
     from localq.cli.render import print_json

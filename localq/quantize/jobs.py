@@ -200,7 +200,6 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
               on_progress: ProgressFn | None = None) -> list[Produced]:
     """llama.cpp types from a GGUF, or from an HF directory through an F16 intermediate."""
     from localq.gguf_info import read_gguf_info
-    from localq.quantize import gguf_convert
     from localq.quantize.gguf_quant import Quantizer, check_source
 
     intermediate: Path | None = None
@@ -208,7 +207,10 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
     # The source (a file or directory of GBs) is hashed in a thread: for a Hugging Face
     # directory during the conversion, which keeps one core busy, else while llama.cpp quantizes.
     digests: dict = {}
-    planned = gguf_convert.plan(source.path, "f16") if source.kind == "hf" else None  # refuses before any work
+    if source.kind == "hf":
+        from localq.quantize import gguf_convert  # numpy and the tokenizer readers: not needed for a GGUF source
+
+        planned = gguf_convert.plan(source.path, "f16")  # refuses before any work
     source_hasher = _hash_in_thread(digests, "source", source.digest)
     if source.kind == "hf":
 
@@ -254,6 +256,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
             # header; a check that fails stops it and removes what it wrote
             quantizer = Quantizer(gguf_path, tmp, qtype, threads=options.threads,
                                   allow_requantize=options.allow_requantize, log_path=log_path)
+            tmp = quantizer.dst  # a child prestarted for this job writes where it was told
             try:
                 quantizer.start()
                 if info is None:
