@@ -64,22 +64,31 @@ def test_quantize_hf_dir_reports_the_fallbacks_the_file_holds(tmp_home, smollm2_
         assert f["ncols"] % f["block"] != 0 and f["ncols"] in (576, 1536)
     k_quants = {n for n, t in types.items() if t in ("q4_k", "q6_k")}
     assert k_quants and not k_quants & set(fallbacks)     # the ones that fit kept their K type
-    # provenance: source digest, tool, version, parameters, fallbacks; the F16 intermediate is gone
+    # provenance: source digest, tool, version, parameters, fallbacks; the intermediate (the checkpoint's own
+    # float32, so nothing was rounded before llama.cpp) is gone
     prov = v.provenance
     from localq.quantize.output import source_digest
 
     assert prov["source_sha256"] == source_digest(smollm2_hf_dir)[0]
     assert prov["tool"] == "localq quantize" and prov["engine"].startswith("llama.cpp (llama-cpp-python ")
     assert prov["parameters"]["type"] == "Q4_K_M" and prov["parameters"]["threads"] == 2
-    assert prov["parameters"]["intermediate"]["kept"] is False
+    assert prov["parameters"]["intermediate"] == {"format": "gguf-f32", "kept": False}
     assert prov["fallbacks"] == {n: f["used"] for n, f in fallbacks.items()}
     assert "llama_model_quantize" in Path(made["log"]).read_text()
     store_is_clean(only={"smolq:q4_k_m"})
     human = run("quantize", str(smollm2_hf_dir), "--to", "q8_0", "--name", "smolq", "--keep-intermediate")
     assert human.exit_code == 0, human.output
     assert "stored smolq:q8_0" in human.output and "no fallbacks" in human.output
-    assert "kept the F16 intermediate as smolq:f16" in human.output
-    store_is_clean(only={"smolq:q4_k_m", "smolq:q8_0", "smolq:f16"})
+    assert "kept the F32 intermediate as smolq:f32" in human.output
+    store_is_clean(only={"smolq:q4_k_m", "smolq:q8_0", "smolq:f32"})
+    from localq.quantize.gguf_convert import convert
+    from localq.store.blobs import sha256_file
+
+    convert(smollm2_hf_dir, tmp_home / "f32.gguf", "f32")     # what `localq convert --to gguf-f32` writes
+    kept = resolve(open_index(), "smolq:f32")
+    assert kept.files[0].sha256 == sha256_file(tmp_home / "f32.gguf")
+    assert resolve(open_index(), "smolq:q8_0").provenance["parameters"]["intermediate"] == {
+        "format": "gguf-f32", "sha256": kept.files[0].sha256, "kept": True}
 
 
 def test_requantizing_needs_the_flag_and_says_what_it_costs(tmp_home, smollm2_gguf):

@@ -188,7 +188,8 @@ def _prestart(source: str, wanted: list[str], threads: int | None, allow_requant
 @click.option("--allow-requantize", is_flag=True,
               help="Accept an already-quantized GGUF as source (its rounding error adds to the new one).")
 @click.option("--keep-intermediate", is_flag=True,
-              help="From a Hugging Face directory: keep the F16 GGUF made on the way, as the model's f16 variant.")
+              help="From a Hugging Face directory: keep the GGUF made on the way (in the checkpoint's own type: "
+                   "F32, F16 or BF16), as the model's f32, f16 or bf16 variant.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.argument("more_targets", nargs=-1)
 def quantize_command(source, targets, group_size, awq, head, name, threads, allow_requantize, keep_intermediate, as_json,
@@ -198,6 +199,10 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
     Each result is indexed with its provenance (the source's sha256, the tool and
     its version, the parameters) and the tensors llama.cpp had to give another
     type. llama.cpp's log goes to a file in localq's log directory.
+
+    A Hugging Face directory is first converted to a GGUF of its own float type
+    (F32, F16 or BF16; F32 if its weights mix types), so nothing is rounded
+    before quantizing; it is removed afterwards unless --keep-intermediate.
     Example: localq quantize ./SmolLM2-135M-Instruct --to Q4_K_M Q8_0
     """
     from localq.quantize import gguf_quant

@@ -4,9 +4,11 @@ The source is a Hugging Face directory, a GGUF file or an installed model. Each
 target names its maker: a llama.cpp type (``Q4_K_M``, ``Q8_0`` ...) goes to
 ``gguf_quant``; other formats register a prefix with ``register_target`` (as
 ``mlx-`` and ``int4-`` do), and get the same ``Source`` and options. For GGUF
-targets an HF directory is first converted to an F16 GGUF, once for all of
-them; that intermediate is removed afterwards, or kept in the store as the
-``f16`` variant when asked.
+targets an HF directory is first converted, once for all of them, to a GGUF of
+the checkpoint's own float type (F32, F16 or BF16; F32 if its matrices mix
+types), so no value is rounded before llama.cpp quantizes, and most tensors are
+copied file to file; that intermediate is removed afterwards, or kept in the
+store as the ``f32`` / ``f16`` / ``bf16`` variant when asked.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def _background_priority() -> None:
 
 def make_gguf(db, source: Source, qtypes: list[str], options: Options,
               on_progress: ProgressFn | None = None) -> list[Produced]:
-    """llama.cpp types from a GGUF, or from an HF directory through an F16 intermediate."""
+    """llama.cpp types from a GGUF, or from an HF directory through a GGUF of its own float type."""
     from localq.gguf_info import read_gguf_info
     from localq.quantize.gguf_quant import Quantizer, check_source
 
@@ -210,24 +212,27 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
     if source.kind == "hf":
         from localq.quantize import gguf_convert  # numpy and the tokenizer readers: not needed for a GGUF source
 
-        planned = gguf_convert.plan(source.path, "f16")  # refuses before any work
+        # the checkpoint's own float type, so nothing is rounded before llama.cpp quantizes
+        planned = gguf_convert.lossless(gguf_convert.plan(source.path))  # refuses before any work
+        kind = planned.out_type
     source_hasher = _hash_in_thread(digests, "source", source.digest)
     if source.kind == "hf":
 
         def convert(target: Path) -> None:
-            gguf_convert.convert(source.path, target, "f16", durable=options.keep_intermediate, planned=planned,
-                                 on_progress=lambda d, n, w: on_progress and on_progress("F16", d, n, w))
+            gguf_convert.convert(source.path, target, kind.lower(), durable=options.keep_intermediate, planned=planned,
+                                 on_progress=lambda d, n, w: on_progress and on_progress(kind, d, n, w))
 
         if options.keep_intermediate:
             source_hasher.join()
             if "error" in digests:
                 raise digests["error"]
             prov = output.provenance("localq quantize", f"gguf-py {output.package_version('gguf')}", source.path,
-                                     {"to": "gguf-f16", "intermediate": True}, digests["source"])
-            kept = output.make_into_store(db, convert, model=source.model, quant="f16",
-                                          filename=f"{_file_stem(source.model)}-F16.gguf", prov=prov)
+                                     {"to": f"gguf-{kind.lower()}", "intermediate": True}, digests["source"])
+            kept = output.make_into_store(db, convert, model=source.model, quant=kind.lower(),
+                                          filename=f"{_file_stem(source.model)}-{kind}.gguf", prov=prov)
             intermediate = kept.main_path
-            notes.append(f"kept the F16 intermediate as {kept.ref}")
+            notes.append(f"kept the {kind} intermediate as {kept.ref}")
+            made = {"format": f"gguf-{kind.lower()}", "sha256": kept.files[0].sha256, "kept": True}
         else:
             intermediate = output.work_path(".gguf")
             try:
@@ -236,17 +241,17 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
                 intermediate.unlink(missing_ok=True)
                 from localq.store.blobs import storage_error
 
-                raise storage_error(exc, "the F16 intermediate") from exc
+                raise storage_error(exc, f"the {kind} intermediate") from exc
             except BaseException:
                 intermediate.unlink(missing_ok=True)
                 raise
+            # removed when done: not hashed (it is a function of the source, hashed above, and localq's version)
+            made = {"format": f"gguf-{kind.lower()}", "kept": False}
         gguf_path = intermediate
     else:
         gguf_path = source.path
     try:
         hashers = [source_hasher]
-        if intermediate is not None:
-            hashers.append(_hash_in_thread(digests, "intermediate", lambda: output.source_digest(gguf_path)[0]))
         produced = []
         info = None
         for qtype in qtypes:
@@ -279,9 +284,8 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
                     hasher.join()
                 if "error" in digests:
                     raise digests["error"]
-                if digests.get("intermediate"):
-                    params["intermediate"] = {"format": "gguf-f16", "sha256": digests["intermediate"],
-                                              "kept": options.keep_intermediate}
+                if intermediate is not None:
+                    params["intermediate"] = made
                 prov.update(output.provenance("localq quantize", engine, source.path, params, digests["source"]))
                 prov["source_type"] = source_type
                 prov["fallbacks"] = {f.tensor: f.used for f in r.fallbacks}
