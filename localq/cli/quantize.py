@@ -332,8 +332,10 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
 
         with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), transient=True) as progress:
             task = progress.add_task("", total=None)
+            names = (variant.ref if variant else path.name,
+                     source_variant.ref if source_variant else Path(source_path).name if source_path else "")
             result = evaluate(path, against=source_path_used, text=text, text_name=text_name, ctx=ctx,
-                              chunks=chunks or None, threads=threads,
+                              chunks=chunks or None, threads=threads, names=names,
                               on_progress=lambda d, n: progress.update(task, completed=d, total=n))
     finally:
         if temp_source is not None:

@@ -166,16 +166,19 @@ def _log_path(model: str, qtype: str) -> Path:
     return get_paths().logs / f"quantize-{_file_stem(model)}-{qtype}-{stamp}.log"
 
 
-def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> threading.Thread:
+def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object], *, background: bool = True) -> threading.Thread:
     """Start ``digests[key] = digest()`` in a thread; a failure lands in ``digests["error"]``.
 
-    On Linux the thread runs at the lowest CPU priority (a thread's nice value
-    is its own there): it uses what the converter and llama.cpp's threads leave
-    idle instead of taking a core from them, and finishes long before they do.
+    With ``background`` the thread runs at the lowest CPU priority from the
+    start (``_to_background``), taking what llama.cpp's threads leave idle;
+    without, it runs at the usual priority until the caller moves it there: an
+    HF source is hashed on the core the one-threaded conversion leaves free,
+    then in the background once llama.cpp quantizes.
     """
 
     def run() -> None:
-        _background_priority()
+        if background:
+            _to_background(threading.current_thread())
         try:
             digests[key] = digest()
         except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
@@ -186,14 +189,19 @@ def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> th
     return thread
 
 
-def _background_priority() -> None:
-    """Lower the calling thread's CPU priority to the lowest, on Linux only (elsewhere it would be the process's)."""
+def _to_background(thread: threading.Thread) -> None:
+    """Lower a running thread's CPU priority to the lowest, on Linux only (elsewhere it would be the process's).
+
+    A thread's nice value is its own on Linux; it can be raised by the process
+    itself, not lowered back, so this is done only where the rest of the
+    thread's work can wait for llama.cpp's.
+    """
     import os
     import sys
 
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and thread.native_id is not None and thread.is_alive():
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            os.setpriority(os.PRIO_PROCESS, thread.native_id, 19)
         except OSError:
             pass
 
@@ -215,7 +223,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
         # the checkpoint's own float type, so nothing is rounded before llama.cpp quantizes
         planned = gguf_convert.lossless(gguf_convert.plan(source.path))  # refuses before any work
         kind = planned.out_type
-    source_hasher = _hash_in_thread(digests, "source", source.digest)
+    source_hasher = _hash_in_thread(digests, "source", source.digest, background=source.kind != "hf")
     if source.kind == "hf":
 
         def convert(target: Path) -> None:
@@ -248,6 +256,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
             # removed when done: not hashed (it is a function of the source, hashed above, and localq's version)
             made = {"format": f"gguf-{kind.lower()}", "kept": False}
         gguf_path = intermediate
+        _to_background(source_hasher)  # what is left of the source's hash gives way to llama.cpp's threads
     else:
         gguf_path = source.path
     try:
