@@ -263,11 +263,14 @@ def evaluate(
     threads: int | None = None,
     on_progress: ProgressFn | None = None,
     source_scorer=None,
+    names: tuple[str, str] | None = None,
 ) -> EvalResult:
     """Perplexity of a GGUF, an MLX directory or a localq INT4 checkpoint on ``text`` (default: the pydoc
     topics), and KL / top-1 against ``against``, run by the same engine (a quant against its source).
 
     ``source_scorer`` is ``against`` already open (``evaluate_many`` passes one that remembers its logits).
+    ``names``: the model and the source as errors name them (default: their file names; a stored
+    model's file is named by its digest, so the command passes its ref).
     """
     from localq.backends.llamacpp import physical_cores
 
@@ -282,7 +285,8 @@ def evaluate(
         if against is not None:
             source = source_scorer or scorer_for(against, ctx, threads, engine_of(model_path))  # the quant's engine
             if source.n_vocab != scorer.n_vocab or source.tokenize(text) != tokens:
-                raise LocalqError(f"{Path(against).name} has another vocabulary than {Path(model_path).name}",
+                model_name, source_name = names or (Path(model_path).name, Path(against).name)
+                raise LocalqError(f"{source_name} has another vocabulary than {model_name}",
                                   "compare a quant with the model it was made from")
         first = ctx // 2
         nll, nll_src, kls, same = [], [], [], []

@@ -43,6 +43,39 @@ from pathlib import Path
 from localq.errors import BadModelFile, ModelNotFound
 from localq.gguf_checks import load_problems
 
+
+def gguf_constants():
+    """The ``gguf`` package's ``constants`` module (type ids and names, block sizes), loaded on its own.
+
+    ``import gguf.constants`` first runs the package's ``__init__``, which imports
+    numpy, yaml and the package's reader and writer: about 0.1 s of `localq ls` or
+    `localq quantize` for a few enums. The module imports only the standard
+    library, so it is loaded from the package's directory under a private name
+    (its enums are used here for names and sizes only, never mixed with the
+    package's). Without the package's files where expected, the package is imported.
+    """
+    import importlib.util
+    import sys
+
+    name = "localq._gguf_constants"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec("gguf")
+    path = Path(spec.submodule_search_locations[0]) / "constants.py" if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        import gguf.constants
+
+        return gguf.constants
+    own = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(own)
+    sys.modules[name] = module
+    try:
+        own.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 HEADER_BYTES = 24                 # magic 4, version 4, tensor count 8, kv count 8
@@ -156,18 +189,15 @@ class _ArraySummary(dict):
 
 def describe_type(type_id: int) -> str:
     """The name of a ggml tensor type id (``2`` -> ``"Q4_0"``), or ``"unknown(N)"``."""
-    from gguf.constants import GGMLQuantizationType
-
     try:
-        return GGMLQuantizationType(type_id).name
+        return gguf_constants().GGMLQuantizationType(type_id).name
     except ValueError:
         return f"unknown({type_id})"
 
 
 def file_type_name(ftype_id: int) -> str:
     """llama.cpp's name for a ``general.file_type`` id (``15`` -> ``"Q4_K_M"``)."""
-    from gguf.constants import LlamaFileType
-
+    LlamaFileType = gguf_constants().LlamaFileType  # noqa: N806 - the enum, under its own name
     guessed = ftype_id != LlamaFileType.GUESSED and ftype_id & LlamaFileType.GUESSED
     try:
         member = LlamaFileType(ftype_id & ~LlamaFileType.GUESSED if guessed else ftype_id)
@@ -506,7 +536,8 @@ class _Walker:
 
     def check_tensor_data(self, infos, alignment: int, data_offset: int) -> list[GGUFTensor]:
         """Turn tensor infos into ``GGUFTensor``s, checking types, offsets and that data is there."""
-        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+        constants = gguf_constants()
+        GGML_QUANT_SIZES, GGMLQuantizationType = constants.GGML_QUANT_SIZES, constants.GGMLQuantizationType  # noqa: N806
 
         self.section = "tensor info section"
         tensors, seen, data_end = [], set(), 0

@@ -185,3 +185,19 @@ def test_models_of_two_engines_are_not_compared_in_one_run(smollm2_gguf, tmp_pat
     with pytest.raises(LocalqError, match=r"different engines \(llamacpp, mlx\)") as caught:
         evaluate_many([smollm2_gguf, mlx_dir], against=smollm2_gguf)
     assert "one engine at a time" in caught.value.hint
+
+
+@pytest.mark.parametrize("change", [{"extra_tokens": 8}, {"swap": ("Ġthe", "Ġof")}], ids=["more-tokens", "other-ids"])
+def test_a_source_of_another_vocabulary_is_one_line(tmp_home, smollm2_hf_dir, tmp_path, change):
+    from random_llama import random_llama
+
+    other = random_llama(smollm2_hf_dir, tmp_path / "other-vocab", hidden=64, layers=2, heads=4, kv_heads=2,
+                         intermediate=128, **change)
+    made = run("convert", str(other), "--to", "gguf-f16", "-o", str(tmp_path / "other.gguf"))
+    assert made.exit_code == 0, made.output
+    result = run("eval", "smollm2:135m", "--against", str(tmp_path / "other.gguf"), "--chunks", "1", "--ctx", "64")
+    print(result.output)
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line == ("error: other.gguf has another vocabulary than smollm2:135m-q4_1 "
+                    "(compare a quant with the model it was made from)")

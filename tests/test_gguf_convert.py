@@ -301,3 +301,48 @@ def test_tensor_names_without_a_counterpart_are_refused_by_name():
         hf_tensor_name("blk.0.ssm_conv1d.weight")
     with pytest.raises(UnsupportedArchitecture, match="'model.layers.0.mixer.in_proj.weight' has no GGUF equivalent"):
         gguf_tensor_name("model.layers.0.mixer.in_proj.weight")
+
+
+def _retyped_checkpoint(src, out, dtype_of):
+    """A copy of an F32 HF directory whose tensors are stored as ``dtype_of(name)`` (BF16 / F16 / F32)."""
+    from localq.quantize.safetensors_io import encode
+
+    out.mkdir()
+    for f in src.iterdir():
+        if f.suffix == ".json":
+            shutil.copy(f, out / f.name)
+    tensors = {t.name: t for t in read_header(src / "model.safetensors")}
+    write_streaming(out / "model.safetensors", [(n, dtype_of(n), t.shape) for n, t in tensors.items()],
+                    lambda n: encode(tensors[n].raw(), dtype_of(n)))
+    return out
+
+
+def test_a_checkpoint_converts_losslessly_in_its_own_type_bits_copied_or_permuted(smollm2_hf_dir, tmp_path):
+    import gguf
+
+    from localq.quantize import archs
+
+    assert gguf_convert.lossless(gguf_convert.plan(smollm2_hf_dir)).out_type == "F32"
+    mixed = _retyped_checkpoint(smollm2_hf_dir, tmp_path / "mixed",
+                                lambda n: "F16" if n.endswith("o_proj.weight") else "BF16")
+    assert gguf_convert.lossless(gguf_convert.plan(mixed)).out_type == "F32"   # F32 holds both exactly
+    bf16 = _retyped_checkpoint(smollm2_hf_dir, tmp_path / "bf16", lambda n: "BF16")
+    planned = gguf_convert.lossless(gguf_convert.plan(bf16))
+    assert planned.out_type == "BF16" and planned.metadata["general.file_type"] == 32
+    out = tmp_path / "bf16.gguf"
+    gguf_convert.convert(bf16, out, "bf16", planned=planned)
+    stored = {gguf_name: t for gguf_name, t in planned.tensors}
+    config = json.loads((bf16 / "config.json").read_text())
+    heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
+    reader = gguf.GGUFReader(out)
+    assert reader.fields["general.file_type"].parts[-1][0] == 32
+    for t in reader.tensors:
+        raw = stored[t.name].raw()
+        if raw.ndim == 1:      # norms: F32, widened exactly
+            assert t.tensor_type == gguf.GGMLQuantizationType.F32
+            assert np.array_equal(t.data, stored[t.name].as_float32())
+            continue
+        assert t.tensor_type == gguf.GGMLQuantizationType.BF16, t.name
+        stem = t.name.split(".")[-2]
+        want = archs.rotary_to_gguf(raw, heads[stem]) if stem in heads else raw
+        assert t.data.view(np.uint16).tobytes() == np.ascontiguousarray(want).tobytes(), t.name

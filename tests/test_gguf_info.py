@@ -433,3 +433,22 @@ def test_show_missing_file(tmp_path):
     result = CliRunner().invoke(cli, ["show", str(tmp_path / "gone.gguf")])
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: no such file: {tmp_path / 'gone.gguf'}")
+
+
+def test_reading_a_gguf_loads_the_type_tables_without_the_gguf_package(smollm2_gguf):
+    import subprocess
+    import sys
+
+    import gguf
+
+    code = ("import sys; from localq.gguf_info import read_gguf_info, gguf_constants; "
+            f"info = read_gguf_info({str(smollm2_gguf)!r}); "
+            "print(info.file_type, 'gguf' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["Q4_1", "False", "False"]
+    from localq.gguf_info import gguf_constants
+
+    own = gguf_constants()
+    assert {t.name: t.value for t in own.GGMLQuantizationType} == {t.name: t.value for t in gguf.GGMLQuantizationType}
+    assert {t.name: t.value for t in own.LlamaFileType} == {t.name: t.value for t in gguf.LlamaFileType}
+    assert {k.name: v for k, v in own.GGML_QUANT_SIZES.items()} == {k.name: v for k, v in gguf.GGML_QUANT_SIZES.items()}

@@ -64,22 +64,31 @@ def test_quantize_hf_dir_reports_the_fallbacks_the_file_holds(tmp_home, smollm2_
         assert f["ncols"] % f["block"] != 0 and f["ncols"] in (576, 1536)
     k_quants = {n for n, t in types.items() if t in ("q4_k", "q6_k")}
     assert k_quants and not k_quants & set(fallbacks)     # the ones that fit kept their K type
-    # provenance: source digest, tool, version, parameters, fallbacks; the F16 intermediate is gone
+    # provenance: source digest, tool, version, parameters, fallbacks; the intermediate (the checkpoint's own
+    # float32, so nothing was rounded before llama.cpp) is gone
     prov = v.provenance
     from localq.quantize.output import source_digest
 
     assert prov["source_sha256"] == source_digest(smollm2_hf_dir)[0]
     assert prov["tool"] == "localq quantize" and prov["engine"].startswith("llama.cpp (llama-cpp-python ")
     assert prov["parameters"]["type"] == "Q4_K_M" and prov["parameters"]["threads"] == 2
-    assert prov["parameters"]["intermediate"]["kept"] is False
+    assert prov["parameters"]["intermediate"] == {"format": "gguf-f32", "kept": False}
     assert prov["fallbacks"] == {n: f["used"] for n, f in fallbacks.items()}
     assert "llama_model_quantize" in Path(made["log"]).read_text()
     store_is_clean(only={"smolq:q4_k_m"})
     human = run("quantize", str(smollm2_hf_dir), "--to", "q8_0", "--name", "smolq", "--keep-intermediate")
     assert human.exit_code == 0, human.output
     assert "stored smolq:q8_0" in human.output and "no fallbacks" in human.output
-    assert "kept the F16 intermediate as smolq:f16" in human.output
-    store_is_clean(only={"smolq:q4_k_m", "smolq:q8_0", "smolq:f16"})
+    assert "kept the F32 intermediate as smolq:f32" in human.output
+    store_is_clean(only={"smolq:q4_k_m", "smolq:q8_0", "smolq:f32"})
+    from localq.quantize.gguf_convert import convert
+    from localq.store.blobs import sha256_file
+
+    convert(smollm2_hf_dir, tmp_home / "f32.gguf", "f32")     # what `localq convert --to gguf-f32` writes
+    kept = resolve(open_index(), "smolq:f32")
+    assert kept.files[0].sha256 == sha256_file(tmp_home / "f32.gguf")
+    assert resolve(open_index(), "smolq:q8_0").provenance["parameters"]["intermediate"] == {
+        "format": "gguf-f32", "sha256": kept.files[0].sha256, "kept": True}
 
 
 def test_requantizing_needs_the_flag_and_says_what_it_costs(tmp_home, smollm2_gguf):
@@ -172,3 +181,46 @@ def test_a_warmed_up_quantizer_child_is_taken_by_the_next_job_or_ended(tmp_path)
     left = gguf_quant._SPARE[0]
     gguf_quant.discard_spare()
     assert left.poll() is not None and not gguf_quant._SPARE
+
+
+def test_a_prestarted_job_is_taken_by_the_quantizer_for_it_or_stopped_and_removed(tmp_path, smollm2_f16_gguf):
+    from localq.quantize import gguf_quant
+
+    first = tmp_path / "first.gguf"
+    gguf_quant.prestart(smollm2_f16_gguf, first, "Q8_0", threads=1)
+    [(child, _)] = gguf_quant._STARTED
+    other = gguf_quant.Quantizer(smollm2_f16_gguf, tmp_path / "x.gguf", "Q6_K", threads=1)  # not the same job
+    assert other.proc is not child
+    other.cancel()
+    job = gguf_quant.Quantizer(smollm2_f16_gguf, tmp_path / "second.gguf", "Q8_0", threads=1)
+    assert job.proc is child and job.dst == first and not gguf_quant._STARTED
+    result = job.run()
+    assert first.stat().st_size > 0 and not (tmp_path / "second.gguf").exists()
+    assert result.qtype == "Q8_0"
+
+    untaken = tmp_path / "untaken.gguf"
+    gguf_quant.prestart(smollm2_f16_gguf, untaken, "Q8_0", threads=1)
+    [(child, _)] = gguf_quant._STARTED
+    deadline = time.monotonic() + 60
+    while not untaken.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert untaken.exists(), "the prestarted child never started writing"
+    gguf_quant.discard_spare()
+    assert child.poll() is not None and not untaken.exists() and not gguf_quant._STARTED
+
+
+def test_a_refused_source_stops_the_prestarted_child_and_keeps_nothing(tmp_home, smollm2_gguf):
+    from localq.quantize import gguf_quant
+
+    refused = run("quantize", str(smollm2_gguf), "--to", "Q8_0")     # a Q4_1 GGUF: refused after the child started
+    assert refused.exit_code == 1 and "already quantized" in refused.output
+    assert not gguf_quant._STARTED and not gguf_quant._SPARE
+    store_is_clean()
+
+
+def test_the_quantizer_child_loads_the_bindings_without_the_high_level_package():
+    code = ("import sys; from localq.quantize.quant_worker import bindings; lib = bindings(); "
+            "print(lib.__name__, hasattr(lib, 'llama_model_quantize'), hasattr(lib, 'LLAMA_FTYPE_MOSTLY_Q4_K_M'), "
+            "'llama_cpp.llama' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["llama_cpp.llama_cpp", "True", "True", "False", "False"]

@@ -272,3 +272,15 @@ def test_replacing_a_variant_keeps_its_chats_and_frees_the_old_blob(tmp_home):
     assert db.execute("SELECT variant_id FROM chats").fetchone()[0] == first.id
     assert not old_path.exists() and second.main_path.exists()
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_opening_the_index_does_not_import_numpy(tmp_home):
+    import subprocess
+    import sys
+
+    code = ("import sys; from localq.store.db import open_index; db = open_index(); "
+            "loaded = 'numpy' in sys.modules; db['t'].insert({'a': 1}); import numpy; "
+            "print(loaded, db['t'].count, numpy.float32(2) * 2)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LOCALQ_HOME": str(tmp_home)}).stdout.split()
+    assert out == ["False", "1", "4.0"]   # and numpy imports as usual afterwards

@@ -153,6 +153,24 @@ def fallback_summary(fallbacks) -> str:
     return f"{len(fallbacks)} tensors fell back: {moves} ({'; '.join(why)})"
 
 
+def _prestart(source: str, wanted: list[str], threads: int | None, allow_requantize: bool) -> None:
+    """From a GGUF file to llama.cpp types only: the first quantization starts now, before the index is opened.
+
+    Opening the index (and importing what it needs) takes about a tenth of a
+    second, which the quantizer then spends quantizing; the job's own
+    ``Quantizer`` takes the running child, and a check that fails meanwhile
+    stops it (``gguf_quant.discard_spare``).
+    """
+    from localq.quantize import gguf_quant
+
+    path = Path(source).expanduser()
+    if not wanted or not path.is_file() or not all(gguf_quant.wants_llamacpp([t]) for t in wanted):
+        return
+    from localq.quantize.output import work_path
+
+    gguf_quant.prestart(path, work_path(".gguf"), wanted[0], threads=threads, allow_requantize=allow_requantize)
+
+
 @click.command("quantize")
 @click.argument("source")
 @click.option("--to", "targets", required=True, multiple=True,
@@ -170,7 +188,8 @@ def fallback_summary(fallbacks) -> str:
 @click.option("--allow-requantize", is_flag=True,
               help="Accept an already-quantized GGUF as source (its rounding error adds to the new one).")
 @click.option("--keep-intermediate", is_flag=True,
-              help="From a Hugging Face directory: keep the F16 GGUF made on the way, as the model's f16 variant.")
+              help="From a Hugging Face directory: keep the GGUF made on the way (in the checkpoint's own type: "
+                   "F32, F16 or BF16), as the model's f32, f16 or bf16 variant.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.argument("more_targets", nargs=-1)
 def quantize_command(source, targets, group_size, awq, head, name, threads, allow_requantize, keep_intermediate, as_json,
@@ -180,6 +199,10 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
     Each result is indexed with its provenance (the source's sha256, the tool and
     its version, the parameters) and the tensors llama.cpp had to give another
     type. llama.cpp's log goes to a file in localq's log directory.
+
+    A Hugging Face directory is first converted to a GGUF of its own float type
+    (F32, F16 or BF16; F32 if its weights mix types), so nothing is rounded
+    before quantizing; it is removed afterwards unless --keep-intermediate.
     Example: localq quantize ./SmolLM2-135M-Instruct --to Q4_K_M Q8_0
     """
     from localq.quantize import gguf_quant
@@ -188,16 +211,27 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
     if gguf_quant.wants_llamacpp(wanted):
         gguf_quant.warm_up()   # the quantizer child loads llama.cpp while this process opens the index
     try:
+        _prestart(source, wanted, threads, allow_requantize)
         from localq.cli.common import open_db
         from localq.quantize.jobs import Options, quantize, resolve_source
 
-        db = open_db()
+        if Path(source).expanduser().is_dir() and gguf_quant.wants_llamacpp(wanted):
+            # the conversion starts while a thread opens the index (needed only to store the results)
+            from concurrent.futures import ThreadPoolExecutor
+
+            opener = ThreadPoolExecutor(max_workers=1)
+            db = opener.submit(open_db)
+            opener.shutdown(wait=False)
+        else:
+            db = open_db()
         src = resolve_source(db, source, name)
         progress, update = _progress_bar("quantizing")
         with progress:
             produced = quantize(db, src, wanted, Options(threads, allow_requantize, keep_intermediate,
                                                          int(group_size) if group_size else None, awq, head),
                                 on_progress=lambda stage, d, n, w: update(d, n, f"{stage} {w}"))
+    except KeyboardInterrupt:  # before a quantizer took over (it says which type); a prestarted child included
+        raise gguf_quant.QuantizeInterrupted("quantization interrupted; nothing was kept") from None
     finally:
         gguf_quant.discard_spare()
     from localq.cli.render import print_json
@@ -306,8 +340,10 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
 
         with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), transient=True) as progress:
             task = progress.add_task("", total=None)
+            names = (variant.ref if variant else path.name,
+                     source_variant.ref if source_variant else Path(source_path).name if source_path else "")
             result = evaluate(path, against=source_path_used, text=text, text_name=text_name, ctx=ctx,
-                              chunks=chunks or None, threads=threads,
+                              chunks=chunks or None, threads=threads, names=names,
                               on_progress=lambda d, n: progress.update(task, completed=d, total=n))
     finally:
         if temp_source is not None:

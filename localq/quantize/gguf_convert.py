@@ -13,10 +13,19 @@ nothing. Then tensors are read from the shards one at a time through a memory
 map and written in order, so memory stays near the largest tensor however big
 the model. The GGUF is written under a temporary name beside the target and
 renamed when complete.
+
+A tensor whose stored type is the one it gets in the GGUF, and that needs no
+rotary permutation, is copied file to file (``os.copy_file_range``: in the
+kernel, no pass through numpy). ``lossless`` retargets a plan to the type that
+holds every matrix of the checkpoint exactly (its own F32, F16 or BF16), which
+``localq quantize`` uses as its intermediate: most tensors are then copied,
+and llama.cpp's quantizer reads the checkpoint's own values.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -163,6 +172,21 @@ def plan(hf_dir: str | Path, out_type: str = "f16") -> Plan:
     return Plan(hf_dir, arch, config, OUT_TYPES[out_type], tensors, meta, shards)
 
 
+STORED_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}  # safetensors dtype -> the GGUF type that holds it exactly
+
+
+def lossless(p: Plan) -> Plan:
+    """The plan retargeted to the GGUF type that holds every matrix exactly: the checkpoint's own.
+
+    F32, F16 or BF16 when all matrices share it; F32 when they mix types (or are
+    stored in another one), as every such value is an F32 exactly except F64's.
+    """
+    kinds = {t.dtype for _, t in p.tensors if len(t.shape) >= 2}
+    out_type = STORED_TYPES.get(kinds.pop(), "f32") if len(kinds) == 1 else "f32"
+    meta = dict(p.metadata, **{"general.file_type": FILE_TYPES[OUT_TYPES[out_type]]})
+    return dataclasses.replace(p, out_type=OUT_TYPES[out_type], metadata=meta)
+
+
 def _rope_freqs(plan_: Plan) -> np.ndarray | None:
     scaling = plan_.config.get("rope_scaling") or {}
     if (scaling.get("rope_type") or scaling.get("type")) != "llama3":
@@ -251,7 +275,7 @@ def convert(
     """Write the GGUF ``out_path`` from an HF directory; returns the plan it followed.
 
     ``durable`` fsyncs the file before it takes its name; a caller writing a
-    throwaway intermediate (quantize's F16, removed when done) passes False.
+    throwaway intermediate (quantize's, removed when done) passes False.
     ``planned``: the ``plan(hf_dir, out_type)`` the caller already made (to refuse
     early), so the tokenizer is not read twice.
     """
@@ -263,13 +287,20 @@ def convert(
     n_head_kv = p.metadata[f"{p.arch.gguf}.attention.head_count_kv"]
     rope_freqs = _rope_freqs(p)
 
+    def heads(gguf_name: str) -> int | None:
+        """The head count to permute a tensor's rows by, or None when it is stored as it is."""
+        stem = gguf_name.split(".")[-2] if p.arch.permute_qk else None
+        return n_head if stem == "attn_q" else n_head_kv if stem == "attn_k" else None
+
     def values(gguf_name: str, stored: safetensors_io.StoredTensor) -> np.ndarray:
+        kind = tensor_type(gguf_name, len(stored.shape), p.out_type)
+        n = heads(gguf_name)
+        if stored.dtype == kind:  # at most permuted (as the stored bits: exact for any type), never cast
+            raw = stored.raw()
+            return np.ascontiguousarray(raw if n is None else archs.rotary_to_gguf(raw, n))
         w = stored.as_float32()
-        if p.arch.permute_qk and gguf_name.split(".")[-2] == "attn_q":
-            w = archs.rotary_to_gguf(w, n_head)
-        elif p.arch.permute_qk and gguf_name.split(".")[-2] == "attn_k":
-            w = archs.rotary_to_gguf(w, n_head_kv)
-        kind = tensor_type(gguf_name, w.ndim, p.out_type)
+        if n is not None:
+            w = archs.rotary_to_gguf(w, n)
         if kind == "F32":
             return np.ascontiguousarray(w, dtype=np.float32)
         return safetensors_io.encode(w, kind)
@@ -293,15 +324,22 @@ def convert(
         writer.write_header_to_file(tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for i, (gguf_name, stored) in enumerate(entries):
-            data = rope_freqs if stored is None else values(gguf_name, stored)
-            writer.write_tensor_data(data)
-            if on_progress:
-                on_progress(i + 1, len(entries), gguf_name)
-        for fout in writer.fout or []:
-            fout.flush()
-            if durable:
-                os.fsync(fout.fileno())
+        fout = writer.fout[0]
+        with _Copier() as copier:
+            for i, (gguf_name, stored) in enumerate(entries):
+                _pad(fout, writer.data_alignment)  # each tensor's data starts aligned, as the tensor infos say
+                if stored is None:
+                    rope_freqs.tofile(fout)
+                elif stored.dtype == tensor_type(gguf_name, len(stored.shape), p.out_type) and heads(gguf_name) is None:
+                    copier.copy(stored.path, stored.start, stored.nbytes, fout)
+                else:
+                    values(gguf_name, stored).tofile(fout)
+                if on_progress:
+                    on_progress(i + 1, len(entries), gguf_name)
+        _pad(fout, writer.data_alignment)
+        fout.flush()
+        if durable:
+            os.fsync(fout.fileno())
         writer.close()
         os.replace(tmp, out_path)
     except BaseException:
@@ -309,3 +347,58 @@ def convert(
         tmp.unlink(missing_ok=True)
         raise
     return p
+
+
+def _pad(fout, alignment: int) -> None:
+    """Zeros up to the next multiple of ``alignment`` (GGUF's padding between tensors' data)."""
+    fout.write(b"\0" * (-fout.tell() % alignment))
+
+
+class _Copier:
+    """Byte ranges of source files appended to an output file, by ``os.copy_file_range`` where it works.
+
+    The kernel copies between the two files' pages, without reading them into
+    Python; where it cannot (another filesystem, an old kernel, no such call),
+    the range is read and written in chunks. Source files stay open until the
+    end, one descriptor each.
+    """
+
+    CHUNK = 64 * 1024 * 1024
+
+    def __init__(self):
+        self._files: dict[Path, object] = {}
+        self._kernel = hasattr(os, "copy_file_range")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self._files.values():
+            f.close()
+
+    def copy(self, path: Path, start: int, nbytes: int, fout) -> None:
+        src = self._files.get(path)
+        if src is None:
+            src = self._files[path] = open(path, "rb")
+        fout.flush()
+        at = fout.tell()
+        done = 0
+        while self._kernel and done < nbytes:
+            try:
+                n = os.copy_file_range(src.fileno(), fout.fileno(), nbytes - done, start + done, at + done)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
+                self._kernel = False
+                break
+            if n == 0:
+                raise BadModelFile(f"{path.name} ends before its tensor data does", "download the shard again")
+            done += n
+        src.seek(start + done)
+        fout.seek(at + done)
+        while done < nbytes:
+            chunk = src.read(min(self.CHUNK, nbytes - done))
+            if not chunk:
+                raise BadModelFile(f"{path.name} ends before its tensor data does", "download the shard again")
+            fout.write(chunk)
+            done += len(chunk)

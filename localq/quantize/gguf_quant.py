@@ -133,15 +133,16 @@ def _start_worker() -> subprocess.Popen:
                             text=True, errors="replace", bufsize=1)
 
 
-_SPARE: list[subprocess.Popen] = []
+_SPARE: list[subprocess.Popen] = []          # started children waiting for a job
+_STARTED: list[tuple[subprocess.Popen, dict]] = []  # children handed a job by ``prestart``, not yet taken
 _SPARE_LOCK = threading.Lock()
 
 
 def warm_up() -> None:
     """Start a quantizer child now, for the next ``Quantizer`` to take.
 
-    The child spends its first part of a second importing llama.cpp; started
-    at the top of a command, that overlaps with the parent's own start (opening
+    The child spends its first part of a second loading llama.cpp; started at
+    the top of a command, that overlaps with the parent's own start (opening
     the index, reading the source's header) instead of following it. A spare
     nobody takes ends by itself when this process exits (its stdin closes), or
     at ``discard_spare``.
@@ -151,18 +152,60 @@ def warm_up() -> None:
             _SPARE.append(_start_worker())
 
 
+def prestart(src: Path, dst: Path, qtype: str, *, threads: int | None = None, allow_requantize: bool = False) -> None:
+    """Hand a child its job at once, before the caller has opened the index or checked the source.
+
+    For a command whose source is a GGUF file: the quantization starts as soon
+    as llama.cpp is loaded, and the ``Quantizer`` made later for the same job
+    (source, type, threads) takes this child and its ``dst``. Nothing takes it
+    if a check fails first; ``discard_spare`` then stops it and removes ``dst``.
+    """
+    job = _job(src, dst, qtype, threads, allow_requantize)
+    with _SPARE_LOCK:
+        proc = _SPARE.pop() if _SPARE else _start_worker()
+    _send(proc, job)
+    with _SPARE_LOCK:
+        _STARTED.append((proc, job))
+
+
 def discard_spare() -> None:
-    """End a warmed-up child that no quantization took."""
+    """End the warmed-up or prestarted children no quantization took, and remove what they wrote."""
     with _SPARE_LOCK:
-        while _SPARE:
-            proc = _SPARE.pop()
-            proc.kill()
-            proc.wait()
+        children = [(proc, None) for proc in _SPARE] + _STARTED
+        _SPARE.clear()
+        _STARTED.clear()
+    for proc, job in children:
+        proc.kill()
+        proc.wait()
+        if job is not None:
+            Path(job["dst"]).unlink(missing_ok=True)
 
 
-def _take_worker() -> subprocess.Popen:
+def _job(src: Path, dst: Path, qtype: str, threads: int | None, allow_requantize: bool) -> dict:
+    """The line of JSON a child quantizes from (see ``quant_worker``)."""
+    if not threads:
+        from localq.backends.llamacpp import physical_cores
+
+        threads = physical_cores()
+    return {"src": str(src), "dst": str(dst), "ftype": QUANT_TYPES[canonical_type(qtype)], "threads": int(threads),
+            "allow_requantize": bool(allow_requantize)}
+
+
+def _send(proc: subprocess.Popen, job: dict) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(job) + "\n")
+    proc.stdin.close()
+
+
+def _take_worker(job: dict) -> tuple[subprocess.Popen, dict | None]:
+    """A child for ``job``: one ``prestart`` gave the same job (any ``dst``), else a spare, else a new one."""
+    same = {k: v for k, v in job.items() if k != "dst"}
     with _SPARE_LOCK:
-        return _SPARE.pop() if _SPARE else _start_worker()
+        for i, (proc, given) in enumerate(_STARTED):
+            if {k: v for k, v in given.items() if k != "dst"} == same:
+                del _STARTED[i]
+                return proc, given
+        return (_SPARE.pop() if _SPARE else _start_worker()), None
 
 
 class Quantizer:
@@ -170,30 +213,26 @@ class Quantizer:
 
     ``start`` may come before the caller's own checks of the source, so the
     work overlaps them; a check that fails then ``cancel``s, which kills the
-    child and removes what it wrote.
+    child and removes what it wrote. If ``prestart`` already gave a child this
+    job, that child is taken and its output path becomes ``dst``.
     """
 
     def __init__(self, src: Path, dst: Path, qtype: str, *, threads: int | None = None,
                  allow_requantize: bool = False, log_path: Path | None = None):
-        from localq.backends.llamacpp import physical_cores
-
         self.qtype = canonical_type(qtype)
-        self.src, self.dst, self.log_path = Path(src), Path(dst), log_path
-        self.job = {
-            "src": str(src), "dst": str(dst), "ftype": QUANT_TYPES[self.qtype],
-            "threads": int(threads or physical_cores()), "allow_requantize": allow_requantize,
-        }
+        self.job = _job(src, dst, qtype, threads, allow_requantize)
         self.started = time.perf_counter()
-        self.proc = _take_worker()
-        self._sent = False
+        self.proc, given = _take_worker(self.job)
+        self._sent = given is not None
+        if given is not None:
+            self.job = given
+        self.src, self.dst, self.log_path = Path(src), Path(self.job["dst"]), log_path
 
     def start(self) -> None:
         """Hand the child its job now (``run`` does it if not done): it quantizes while the caller goes on."""
         if not self._sent:
-            assert self.proc.stdin is not None
             self._sent = True
-            self.proc.stdin.write(json.dumps(self.job) + "\n")
-            self.proc.stdin.close()
+            _send(self.proc, self.job)
 
     def cancel(self) -> None:
         """Stop the child and remove what it wrote."""

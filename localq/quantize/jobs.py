@@ -4,9 +4,11 @@ The source is a Hugging Face directory, a GGUF file or an installed model. Each
 target names its maker: a llama.cpp type (``Q4_K_M``, ``Q8_0`` ...) goes to
 ``gguf_quant``; other formats register a prefix with ``register_target`` (as
 ``mlx-`` and ``int4-`` do), and get the same ``Source`` and options. For GGUF
-targets an HF directory is first converted to an F16 GGUF, once for all of
-them; that intermediate is removed afterwards, or kept in the store as the
-``f16`` variant when asked.
+targets an HF directory is first converted, once for all of them, to a GGUF of
+the checkpoint's own float type (F32, F16 or BF16; F32 if its matrices mix
+types), so no value is rounded before llama.cpp quantizes, and most tensors are
+copied file to file; that intermediate is removed afterwards, or kept in the
+store as the ``f32`` / ``f16`` / ``bf16`` variant when asked.
 """
 
 from __future__ import annotations
@@ -101,6 +103,13 @@ def maker_for(target: str) -> tuple[str, TargetMaker]:
     return "gguf", make_gguf
 
 
+def index(db):
+    """The index: ``db`` itself, or the result of the ``Future`` a command opens it in while the work starts."""
+    from concurrent.futures import Future
+
+    return db.result() if isinstance(db, Future) else db
+
+
 def resolve_source(db, ref: str, name: str | None = None) -> Source:
     """SOURCE as given on the command line: an HF directory, a GGUF file, or an installed GGUF model."""
     from localq.importer import check_name, default_name
@@ -114,7 +123,7 @@ def resolve_source(db, ref: str, name: str | None = None) -> Source:
         return Source(path, "hf", model or default_name(path))
     if path.is_file():
         return Source(path, "gguf", model or default_name(path))
-    found = find(db, ref)
+    found = find(index(db), ref)
     if not found:
         raise LocalqError(f"{ref!r} is neither a file, a directory nor an installed model",
                           "check the path, or see `localq ls`")
@@ -132,7 +141,11 @@ def source_of_variant(v, model: str | None = None) -> Source:
 
 def quantize(db, source: Source, targets: list[str], options: Options,
              on_progress: ProgressFn | None = None) -> list[Produced]:
-    """Make every target from ``source``; checks all targets before making any."""
+    """Make every target from ``source``; checks all targets before making any.
+
+    ``db`` may be a ``Future`` of the index (see ``index``): GGUF targets from
+    an HF directory convert it before they need the index.
+    """
     try:
         groups: dict[str, tuple[TargetMaker, list[str]]] = {}
         for target in targets:
@@ -144,7 +157,7 @@ def quantize(db, source: Source, targets: list[str], options: Options,
             groups["gguf"] = (make_gguf, list(dict.fromkeys(canonical_type(t) for t in groups["gguf"][1])))
         produced: list[Produced] = []
         for maker, names in groups.values():
-            produced.extend(maker(db, source, names, options, on_progress))
+            produced.extend(maker(db if maker is make_gguf else index(db), source, names, options, on_progress))
         return produced
     finally:
         if source.temporary:
@@ -164,16 +177,19 @@ def _log_path(model: str, qtype: str) -> Path:
     return get_paths().logs / f"quantize-{_file_stem(model)}-{qtype}-{stamp}.log"
 
 
-def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> threading.Thread:
+def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object], *, background: bool = True) -> threading.Thread:
     """Start ``digests[key] = digest()`` in a thread; a failure lands in ``digests["error"]``.
 
-    On Linux the thread runs at the lowest CPU priority (a thread's nice value
-    is its own there): it uses what the converter and llama.cpp's threads leave
-    idle instead of taking a core from them, and finishes long before they do.
+    With ``background`` the thread runs at the lowest CPU priority from the
+    start (``_to_background``), taking what llama.cpp's threads leave idle;
+    without, it runs at the usual priority until the caller moves it there: an
+    HF source is hashed on the core the one-threaded conversion leaves free,
+    then in the background once llama.cpp quantizes.
     """
 
     def run() -> None:
-        _background_priority()
+        if background:
+            _to_background(threading.current_thread())
         try:
             digests[key] = digest()
         except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
@@ -184,23 +200,27 @@ def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> th
     return thread
 
 
-def _background_priority() -> None:
-    """Lower the calling thread's CPU priority to the lowest, on Linux only (elsewhere it would be the process's)."""
+def _to_background(thread: threading.Thread) -> None:
+    """Lower a running thread's CPU priority to the lowest, on Linux only (elsewhere it would be the process's).
+
+    A thread's nice value is its own on Linux; it can be raised by the process
+    itself, not lowered back, so this is done only where the rest of the
+    thread's work can wait for llama.cpp's.
+    """
     import os
     import sys
 
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and thread.native_id is not None and thread.is_alive():
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            os.setpriority(os.PRIO_PROCESS, thread.native_id, 19)
         except OSError:
             pass
 
 
 def make_gguf(db, source: Source, qtypes: list[str], options: Options,
               on_progress: ProgressFn | None = None) -> list[Produced]:
-    """llama.cpp types from a GGUF, or from an HF directory through an F16 intermediate."""
+    """llama.cpp types from a GGUF, or from an HF directory through a GGUF of its own float type."""
     from localq.gguf_info import read_gguf_info
-    from localq.quantize import gguf_convert
     from localq.quantize.gguf_quant import Quantizer, check_source
 
     intermediate: Path | None = None
@@ -208,24 +228,31 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
     # The source (a file or directory of GBs) is hashed in a thread: for a Hugging Face
     # directory during the conversion, which keeps one core busy, else while llama.cpp quantizes.
     digests: dict = {}
-    planned = gguf_convert.plan(source.path, "f16") if source.kind == "hf" else None  # refuses before any work
-    source_hasher = _hash_in_thread(digests, "source", source.digest)
+    if source.kind == "hf":
+        from localq.quantize import gguf_convert  # numpy and the tokenizer readers: not needed for a GGUF source
+
+        # the checkpoint's own float type, so nothing is rounded before llama.cpp quantizes
+        planned = gguf_convert.lossless(gguf_convert.plan(source.path))  # refuses before any work
+        kind = planned.out_type
+    source_hasher = _hash_in_thread(digests, "source", source.digest, background=source.kind != "hf")
     if source.kind == "hf":
 
         def convert(target: Path) -> None:
-            gguf_convert.convert(source.path, target, "f16", durable=options.keep_intermediate, planned=planned,
-                                 on_progress=lambda d, n, w: on_progress and on_progress("F16", d, n, w))
+            gguf_convert.convert(source.path, target, kind.lower(), durable=options.keep_intermediate, planned=planned,
+                                 on_progress=lambda d, n, w: on_progress and on_progress(kind, d, n, w))
 
         if options.keep_intermediate:
+            db = index(db)
             source_hasher.join()
             if "error" in digests:
                 raise digests["error"]
             prov = output.provenance("localq quantize", f"gguf-py {output.package_version('gguf')}", source.path,
-                                     {"to": "gguf-f16", "intermediate": True}, digests["source"])
-            kept = output.make_into_store(db, convert, model=source.model, quant="f16",
-                                          filename=f"{_file_stem(source.model)}-F16.gguf", prov=prov)
+                                     {"to": f"gguf-{kind.lower()}", "intermediate": True}, digests["source"])
+            kept = output.make_into_store(db, convert, model=source.model, quant=kind.lower(),
+                                          filename=f"{_file_stem(source.model)}-{kind}.gguf", prov=prov)
             intermediate = kept.main_path
-            notes.append(f"kept the F16 intermediate as {kept.ref}")
+            notes.append(f"kept the {kind} intermediate as {kept.ref}")
+            made = {"format": f"gguf-{kind.lower()}", "sha256": kept.files[0].sha256, "kept": True}
         else:
             intermediate = output.work_path(".gguf")
             try:
@@ -234,17 +261,20 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
                 intermediate.unlink(missing_ok=True)
                 from localq.store.blobs import storage_error
 
-                raise storage_error(exc, "the F16 intermediate") from exc
+                raise storage_error(exc, f"the {kind} intermediate") from exc
             except BaseException:
                 intermediate.unlink(missing_ok=True)
                 raise
+            # removed when done: not hashed (it is a function of the source, hashed above, and localq's version)
+            made = {"format": f"gguf-{kind.lower()}", "kept": False}
         gguf_path = intermediate
+        db = index(db)  # opened meanwhile; a broken index stops here, before llama.cpp's work
+        _to_background(source_hasher)  # what is left of the source's hash gives way to llama.cpp's threads
     else:
         gguf_path = source.path
+        db = index(db)
     try:
         hashers = [source_hasher]
-        if intermediate is not None:
-            hashers.append(_hash_in_thread(digests, "intermediate", lambda: output.source_digest(gguf_path)[0]))
         produced = []
         info = None
         for qtype in qtypes:
@@ -254,6 +284,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
             # header; a check that fails stops it and removes what it wrote
             quantizer = Quantizer(gguf_path, tmp, qtype, threads=options.threads,
                                   allow_requantize=options.allow_requantize, log_path=log_path)
+            tmp = quantizer.dst  # a child prestarted for this job writes where it was told
             try:
                 quantizer.start()
                 if info is None:
@@ -276,9 +307,8 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
                     hasher.join()
                 if "error" in digests:
                     raise digests["error"]
-                if digests.get("intermediate"):
-                    params["intermediate"] = {"format": "gguf-f16", "sha256": digests["intermediate"],
-                                              "kept": options.keep_intermediate}
+                if intermediate is not None:
+                    params["intermediate"] = made
                 prov.update(output.provenance("localq quantize", engine, source.path, params, digests["source"]))
                 prov["source_type"] = source_type
                 prov["fallbacks"] = {f.tensor: f.used for f in r.fallbacks}

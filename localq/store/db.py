@@ -18,9 +18,38 @@ from localq.paths import get_paths
 BUSY_TIMEOUT_S = 10.0
 
 
+def _sqlite_utils():
+    """sqlite_utils, imported without numpy and pandas where nothing has loaded them yet.
+
+    sqlite_utils imports both whenever they are installed, only to map their
+    scalar types to column types when it creates a table from Python values.
+    localq's tables come from its migrations, with declared types, and it stores
+    plain Python values, so it has no use for them; numpy alone is 0.1 s of
+    every command that opens the index. They are kept out only while this is
+    the process's one thread (a thread importing numpy meanwhile would fail).
+    """
+    import sys
+    import threading
+
+    if "sqlite_utils" in sys.modules or threading.active_count() > 1:
+        import sqlite_utils
+
+        return sqlite_utils
+    kept_out = [name for name in ("numpy", "pandas") if name not in sys.modules]
+    for name in kept_out:
+        sys.modules[name] = None  # an import of it raises ImportError, which sqlite_utils expects
+    try:
+        import sqlite_utils
+    finally:
+        for name in kept_out:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
+    return sqlite_utils
+
+
 def open_index(path: Path | None = None):
     """Open (creating and migrating if needed) the index and return a sqlite_utils Database."""
-    import sqlite_utils
+    sqlite_utils = _sqlite_utils()
 
     from localq.store.migrations import migrate
 
@@ -46,7 +75,7 @@ def open_index(path: Path | None = None):
 
 def _open_read_only(path: Path):
     """An index on read-only media: readable (ls, show, chat), every write a clear error."""
-    import sqlite_utils
+    sqlite_utils = _sqlite_utils()
 
     from localq.store.migrations import MIGRATIONS
 

@@ -7,7 +7,7 @@ the box) and, for a source that is already quantized, whether to requantize
 the service ``localq quantize`` calls, runs in a thread worker: its progress
 goes to a line of the calling screen, each stored result to a notification,
 and every section reloads (``index_changed``). A stored safetensors model is a
-source too (converted to F16 on the way), as is any GGUF.
+source too (converted on the way to a GGUF of its own float type), as is any GGUF.
 
 Discover quantizes a catalog model from its installed copy: ``best_source``
 picks the one that loses least (unquantized first).
