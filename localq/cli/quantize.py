@@ -215,15 +215,7 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
         from localq.cli.common import open_db
         from localq.quantize.jobs import Options, quantize, resolve_source
 
-        if Path(source).expanduser().is_dir() and gguf_quant.wants_llamacpp(wanted):
-            # the conversion starts while a thread opens the index (needed only to store the results)
-            from concurrent.futures import ThreadPoolExecutor
-
-            opener = ThreadPoolExecutor(max_workers=1)
-            db = opener.submit(open_db)
-            opener.shutdown(wait=False)
-        else:
-            db = open_db()
+        db = open_db()
         src = resolve_source(db, source, name)
         progress, update = _progress_bar("quantizing")
         with progress:

@@ -103,13 +103,6 @@ def maker_for(target: str) -> tuple[str, TargetMaker]:
     return "gguf", make_gguf
 
 
-def index(db):
-    """The index: ``db`` itself, or the result of the ``Future`` a command opens it in while the work starts."""
-    from concurrent.futures import Future
-
-    return db.result() if isinstance(db, Future) else db
-
-
 def resolve_source(db, ref: str, name: str | None = None) -> Source:
     """SOURCE as given on the command line: an HF directory, a GGUF file, or an installed GGUF model."""
     from localq.importer import check_name, default_name
@@ -123,7 +116,7 @@ def resolve_source(db, ref: str, name: str | None = None) -> Source:
         return Source(path, "hf", model or default_name(path))
     if path.is_file():
         return Source(path, "gguf", model or default_name(path))
-    found = find(index(db), ref)
+    found = find(db, ref)
     if not found:
         raise LocalqError(f"{ref!r} is neither a file, a directory nor an installed model",
                           "check the path, or see `localq ls`")
@@ -141,11 +134,7 @@ def source_of_variant(v, model: str | None = None) -> Source:
 
 def quantize(db, source: Source, targets: list[str], options: Options,
              on_progress: ProgressFn | None = None) -> list[Produced]:
-    """Make every target from ``source``; checks all targets before making any.
-
-    ``db`` may be a ``Future`` of the index (see ``index``): GGUF targets from
-    an HF directory convert it before they need the index.
-    """
+    """Make every target from ``source``; checks all targets before making any."""
     try:
         groups: dict[str, tuple[TargetMaker, list[str]]] = {}
         for target in targets:
@@ -157,7 +146,7 @@ def quantize(db, source: Source, targets: list[str], options: Options,
             groups["gguf"] = (make_gguf, list(dict.fromkeys(canonical_type(t) for t in groups["gguf"][1])))
         produced: list[Produced] = []
         for maker, names in groups.values():
-            produced.extend(maker(db if maker is make_gguf else index(db), source, names, options, on_progress))
+            produced.extend(maker(db, source, names, options, on_progress))
         return produced
     finally:
         if source.temporary:
@@ -242,7 +231,6 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
                                  on_progress=lambda d, n, w: on_progress and on_progress(kind, d, n, w))
 
         if options.keep_intermediate:
-            db = index(db)
             source_hasher.join()
             if "error" in digests:
                 raise digests["error"]
@@ -268,11 +256,9 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
             # removed when done: not hashed (it is a function of the source, hashed above, and localq's version)
             made = {"format": f"gguf-{kind.lower()}", "kept": False}
         gguf_path = intermediate
-        db = index(db)  # opened meanwhile; a broken index stops here, before llama.cpp's work
         _to_background(source_hasher)  # what is left of the source's hash gives way to llama.cpp's threads
     else:
         gguf_path = source.path
-        db = index(db)
     try:
         hashers = [source_hasher]
         produced = []
