@@ -52,7 +52,8 @@ def gguf_constants():
     `localq quantize` for a few enums. The module imports only the standard
     library, so it is loaded from the package's directory under a private name
     (its enums are used here for names and sizes only, never mixed with the
-    package's). Without the package's files where expected, the package is imported.
+    package's). Without the package's files where expected, or when the module cannot
+    load on its own, the package is imported.
     """
     import importlib.util
     import sys
@@ -71,9 +72,11 @@ def gguf_constants():
     sys.modules[name] = module
     try:
         own.loader.exec_module(module)
-    except BaseException:
+    except Exception:  # another gguf whose constants need the package (a relative import): load it whole
         del sys.modules[name]
-        raise
+        import gguf.constants
+
+        return gguf.constants
     return module
 
 GGUF_MAGIC = b"GGUF"
