@@ -176,3 +176,13 @@ def test_merges_follow_the_joined_pieces_scores():
     pieces = [("<unk>", 0.0, spm_tokenizer.UNKNOWN), ("a", -5.0, 1), ("b", -5.0, 1), ("c", -5.0, 1),
               ("ab", -1.0, 1), ("bc", -2.0, 1), ("abc", -3.0, 1), ("<s>", 0.0, spm_tokenizer.CONTROL)]
     assert spm_tokenizer.merges_of(pieces) == [["a", "b"], ["b", "c"], ["a", "bc"], ["ab", "c"]]
+
+
+def test_a_tokenizer_model_localq_cannot_write_is_refused_by_name():
+    from localq.quantize.hf_tokenizer import UnsupportedTokenizer, tokenizer_files
+
+    with pytest.raises(UnsupportedTokenizer) as err:
+        tokenizer_files({"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["[CLS]", "a"]})
+    print(err.value.one_line())
+    assert "GGUF tokenizer model 'bert'" in str(err.value)
+    assert "BPE (gpt2) and SentencePiece (llama)" in err.value.one_line()

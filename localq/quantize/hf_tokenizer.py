@@ -23,7 +23,8 @@ import json
 
 from localq.errors import LocalqError
 from localq.quantize import spm_tokenizer
-from localq.quantize.spm_tokenizer import read_sentencepiece_model
+from localq.quantize.spm_tokenizer import (  # llama.cpp's token types are SentencePiece's numbers
+    CONTROL, NORMAL, UNUSED, USER_DEFINED, read_sentencepiece_model)
 
 # The GPT-2 byte-level split, as `tokenizers`' ByteLevel(use_regex=True) applies it.
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
@@ -51,7 +52,6 @@ PRE_TOKENIZERS = {
     "qwen2": {"type": "Sequence", "pretokenizers": [_split(_QWEN2_RE), _BYTE_LEVEL_NO_REGEX]},
 }
 
-CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types that HF holds as added tokens
 
 
 class UnsupportedTokenizer(LocalqError):
@@ -124,26 +124,15 @@ def _bpe_tokenizer_json(meta: dict, tokens: list[str], types: list[int], add_bos
             f"localq knows {', '.join(sorted(PRE_TOKENIZERS))}",
         )
     merges: list[str] = meta.get("tokenizer.ggml.merges") or []
-    added = [
-        {
-            "id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
-            "normalized": types[i] != CONTROL, "special": types[i] == CONTROL,
-        }
-        for i, tok in enumerate(tokens)
-        if types[i] in (CONTROL, USER_DEFINED)
-    ]
+    ids = {tok: i for i, tok in enumerate(tokens)}
     post = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
     if add_bos or add_eos:
-        single = ([{"SpecialToken": {"id": add_bos, "type_id": 0}}] if add_bos else []) + [
-            {"Sequence": {"id": "A", "type_id": 0}}
-        ] + ([{"SpecialToken": {"id": add_eos, "type_id": 0}}] if add_eos else [])
-        specials = {t: {"id": t, "ids": [tokens.index(t)], "tokens": [t]} for t in (add_bos, add_eos) if t}
-        post = {"type": "TemplateProcessing", "single": single, "pair": single, "special_tokens": specials}
+        post = spm_tokenizer.bos_eos_template(add_bos, add_eos, ids)
     return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
-        "added_tokens": added,
+        "added_tokens": spm_tokenizer.added_tokens(tokens, types, True),
         "normalizer": None,
         "pre_tokenizer": PRE_TOKENIZERS[pre],
         "post_processor": post,
@@ -151,7 +140,7 @@ def _bpe_tokenizer_json(meta: dict, tokens: list[str], types: list[int], add_bos
         "model": {
             "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
             "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": {tok: i for i, tok in enumerate(tokens)},
+            "vocab": ids,
             "merges": merges,
         },
     }
@@ -159,7 +148,6 @@ def _bpe_tokenizer_json(meta: dict, tokens: list[str], types: list[int], add_bos
 
 # --- the other way: an HF directory's tokenizer as GGUF metadata -------------------------
 
-NORMAL, UNKNOWN, UNUSED, BYTE = 1, 2, 5, 6
 
 
 def _same_pre(a: dict, b: dict) -> bool:

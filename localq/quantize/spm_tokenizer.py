@@ -151,14 +151,30 @@ def merges_of(pieces: list[tuple[str, float, int]]) -> list[list[str]]:
     return [[left, right] for *_, left, right in ranked]
 
 
+def added_tokens(tokens: list[str], types: list[int], normalized_user_tokens: bool) -> list[dict]:
+    """``tokenizer.json``'s added tokens: the control (special) and user-defined tokens, by id.
+
+    Shared by both writers (here and ``hf_tokenizer``'s byte-level BPE); GGUF's
+    token types are SentencePiece's numbers.
+    """
+    return [
+        {"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": normalized_user_tokens and kind != CONTROL, "special": kind == CONTROL}
+        for i, (tok, kind) in enumerate(zip(tokens, types)) if kind in (CONTROL, USER_DEFINED)
+    ]
+
+
+def bos_eos_template(add_bos: str | None, add_eos: str | None, ids: dict[str, int]) -> dict:
+    """The post-processor that puts ``add_bos`` before and ``add_eos`` after a sequence (None: that side bare)."""
+    single = ([{"SpecialToken": {"id": add_bos, "type_id": 0}}] if add_bos else []) + [
+        {"Sequence": {"id": "A", "type_id": 0}}] + ([{"SpecialToken": {"id": add_eos, "type_id": 0}}] if add_eos else [])
+    specials = {t: {"id": t, "ids": [ids[t]], "tokens": [t]} for t in (add_bos, add_eos) if t}
+    return {"type": "TemplateProcessing", "single": single, "pair": single, "special_tokens": specials}
+
+
 def tokenizer_json(pieces: list[tuple[str, float, int]], *, unk: str | None, add_bos: str | None,
                    add_eos: str | None, dummy_prefix: bool = True) -> dict:
     """The ``tokenizers`` JSON of a SentencePiece BPE model (``add_bos``/``add_eos``: the token to add, or None)."""
-    added = [
-        {"id": i, "content": p, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
-         "special": kind == CONTROL}
-        for i, (p, _, kind) in enumerate(pieces) if kind in (CONTROL, USER_DEFINED)
-    ]
     replace_space = {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}
     normalizer = ({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SPACE}, replace_space]}
                   if dummy_prefix else replace_space)
@@ -167,17 +183,14 @@ def tokenizer_json(pieces: list[tuple[str, float, int]], *, unk: str | None, add
     if dummy_prefix:
         decoders.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
     ids = {p: i for i, (p, _, _) in enumerate(pieces)}
-    single = ([{"SpecialToken": {"id": add_bos, "type_id": 0}}] if add_bos else []) + [
-        {"Sequence": {"id": "A", "type_id": 0}}] + ([{"SpecialToken": {"id": add_eos, "type_id": 0}}] if add_eos else [])
-    specials = {t: {"id": t, "ids": [ids[t]], "tokens": [t]} for t in (add_bos, add_eos) if t}
     return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
-        "added_tokens": added,
+        "added_tokens": added_tokens([p for p, _, _ in pieces], [k for _, _, k in pieces], False),
         "normalizer": normalizer,
         "pre_tokenizer": None,
-        "post_processor": {"type": "TemplateProcessing", "single": single, "pair": single, "special_tokens": specials},
+        "post_processor": bos_eos_template(add_bos, add_eos, ids),
         "decoder": {"type": "Sequence", "decoders": decoders},
         "model": {
             "type": "BPE", "dropout": None, "unk_token": unk, "continuing_subword_prefix": None,
