@@ -160,6 +160,8 @@ def test_the_app_lists_int4_as_made_here_asks_and_makes_it(hub):
             await settle(pilot)
             assert screen.recommendations["smollm2:135m"].choice.backend != "torch_int4"   # the pull's own choice
             assert "INT4-G64" in screen_text(app).upper() and "(made here)" in screen_text(app)
+            listed = {p.quant for p in screen.made_here["smollm2:135m"]}
+            assert listed == {"int4-g32", "int4-g64"}      # not g128: it does not divide SmolLM2's 576-wide rows
             await pilot.press("enter")                                                  # into the quants table
             quants = screen.query_one("#discover-quants")
             row = [str(quants.get_row_at(i)[1]) for i in range(quants.row_count)].index("int4-g64")

@@ -83,7 +83,7 @@ def plan(ref_text: str, db, *, revision: str | None = None, offline: bool = Fals
     pull.installed = next((v for v in find(db, pull.ref) if v.format == "int4"), None)
     if pull.installed is not None:
         return pull
-    _check_can_make(entry, target)
+    check_can_make(entry, target)
     stored = [v for v in find(db, f"hf.co/{source_repo}") if v.format == "safetensors"]
     if offline:
         if not stored:
@@ -120,7 +120,7 @@ def _source_of(ref: ModelRef, entry_for_repo) -> tuple[object, str, str]:
     return entry, entry.ref, entry.source_repo
 
 
-def _check_can_make(entry, target: str) -> None:
+def check_can_make(entry, target: str) -> None:
     """Refuse, before any download, what quantizing would refuse after it."""
     from localq.quantize.int4 import group_of
 

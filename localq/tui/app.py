@@ -181,7 +181,8 @@ class LocalqApp(App):
         """
         from localq.quantize import pull_source
 
-        if pull_source.wanted(ref) and (self.pulls.job_for(ref) is None or not self.pulls.job_for(ref).active):
+        job = self.pulls.job_for(ref)
+        if pull_source.wanted(ref) and not (job and job.active):
             self.run_worker(lambda: self._ask_int4_pull(ref), thread=True, group="int4-plan")
             return
         self.pulls.start(ref)

@@ -105,7 +105,7 @@ class PullManager:
             self._next_id += 1
             self.jobs[job.id] = job
         job.state, job.error, job.message, job.stop_reason = "starting", None, None, ""
-        job.int4_plan = int4_plan if int4_plan is not None else job.int4_plan
+        job.int4_plan = int4_plan or job.int4_plan
         job.stop = threading.Event()
         job.meter = None
         job.thread = threading.Thread(target=self._run, args=(job,), name=f"localq-tui-pull-{job.id}", daemon=True)

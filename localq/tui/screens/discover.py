@@ -63,12 +63,22 @@ def int4_plans(profile, model, speeds=None) -> list:
     The pull recommendation chooses among quants a repository holds (``recommend_pull``), so they are
     listed beside it, never chosen for it; pulling one asks first (``LocalqApp.start_pull``).
     """
+    from localq.errors import LocalqError
+    from localq.quantize.pull_source import check_can_make
     from localq.recommend import recommend
 
     if not getattr(model, "source_repo", None):
         return []
+
+    def makeable(quant: str) -> bool:       # e.g. no g128 for rows of 576 (SmolLM2)
+        try:
+            check_can_make(model, quant)
+        except LocalqError:
+            return False
+        return True
+
     plans = recommend(profile, model, speeds=speeds).plans
-    return [p for p in plans if p.quant.startswith("int4") and p.ready]
+    return [p for p in plans if p.quant.startswith("int4") and p.ready and makeable(p.quant)]
 
 class DiscoverScreen(SectionScreen):
     """Search the catalog; see each quant's fit, speed and quality here; pull one."""
