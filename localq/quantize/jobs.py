@@ -166,19 +166,18 @@ def _log_path(model: str, qtype: str) -> Path:
     return get_paths().logs / f"quantize-{_file_stem(model)}-{qtype}-{stamp}.log"
 
 
-def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object], *, background: bool = True) -> threading.Thread:
-    """Start ``digests[key] = digest()`` in a thread; a failure lands in ``digests["error"]``.
+def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> threading.Thread:
+    """Start ``digests[key] = digest()`` in a thread at the lowest CPU priority; a failure lands in ``digests["error"]``.
 
-    With ``background`` the thread runs at the lowest CPU priority from the
-    start (``_to_background``), taking what llama.cpp's threads leave idle;
-    without, it runs at the usual priority until the caller moves it there: an
-    HF source is hashed on the core the one-threaded conversion leaves free,
-    then in the background once llama.cpp quantizes.
+    The thread takes what the main work leaves idle: the core a one-threaded
+    conversion leaves free, then the gaps between llama.cpp's threads. At the
+    usual priority during a conversion it was slower on 2 cores, not faster:
+    the copy and the hash then contend for the same source pages, and a
+    conversion took 0.35-0.5 s more system time (``benchmarks/bench_quantize.py``).
     """
 
     def run() -> None:
-        if background:
-            _to_background(threading.current_thread())
+        _to_background()
         try:
             digests[key] = digest()
         except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
@@ -189,19 +188,19 @@ def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object], *, ba
     return thread
 
 
-def _to_background(thread: threading.Thread) -> None:
-    """Lower a running thread's CPU priority to the lowest, on Linux only (elsewhere it would be the process's).
+def _to_background() -> None:
+    """Lower the calling thread's CPU priority to the lowest, on Linux only (elsewhere it would be the process's).
 
     A thread's nice value is its own on Linux; it can be raised by the process
-    itself, not lowered back, so this is done only where the rest of the
-    thread's work can wait for llama.cpp's.
+    itself, not lowered back, so it is done only in a thread whose work can
+    wait for the rest.
     """
     import os
     import sys
 
-    if sys.platform.startswith("linux") and thread.native_id is not None and thread.is_alive():
+    if sys.platform.startswith("linux"):
         try:
-            os.setpriority(os.PRIO_PROCESS, thread.native_id, 19)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except OSError:
             pass
 
@@ -214,8 +213,8 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
 
     intermediate: Path | None = None
     notes: list[str] = []
-    # The source (a file or directory of GBs) is hashed in a thread: for a Hugging Face
-    # directory during the conversion, which keeps one core busy, else while llama.cpp quantizes.
+    # The source (a file or directory of GBs) is hashed in a low-priority thread, in what the
+    # conversion and llama.cpp leave idle.
     digests: dict = {}
     if source.kind == "hf":
         from localq.quantize import gguf_convert  # numpy and the tokenizer readers: not needed for a GGUF source
@@ -223,7 +222,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
         # the checkpoint's own float type, so nothing is rounded before llama.cpp quantizes
         planned = gguf_convert.lossless(gguf_convert.plan(source.path))  # refuses before any work
         kind = planned.out_type
-    source_hasher = _hash_in_thread(digests, "source", source.digest, background=source.kind != "hf")
+    source_hasher = _hash_in_thread(digests, "source", source.digest)
     if source.kind == "hf":
 
         def convert(target: Path) -> None:
@@ -256,7 +255,6 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
             # removed when done: not hashed (it is a function of the source, hashed above, and localq's version)
             made = {"format": f"gguf-{kind.lower()}", "kept": False}
         gguf_path = intermediate
-        _to_background(source_hasher)  # what is left of the source's hash gives way to llama.cpp's threads
     else:
         gguf_path = source.path
     try:
