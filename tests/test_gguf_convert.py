@@ -271,24 +271,67 @@ def test_qwen2_layout_biases_and_neox_rotary_run_in_llama_cpp_as_in_transformers
     assert mean_kl(ref, ours) < 1e-3
 
 
-def test_metadata_arrays_pack_to_the_same_bytes_as_the_gguf_library():
-    gguf = pytest.importorskip("gguf")
-    ours, theirs = gguf_convert._writer_class()(None, "llama"), gguf.GGUFWriter(None, "llama")
+def gguf_library_head(architecture, metadata, tensors, tmp_path):
+    """The bytes ``gguf.GGUFWriter`` writes before the tensor data for the same metadata and tensors,
+    the metadata typed as localq's converter types it (int: u32, float: f32; token types i32)."""
+    import gguf
+
+    writer = gguf.GGUFWriter(tmp_path / "theirs.gguf", architecture)
     vt = gguf.GGUFValueType
-    cases = [
-        (["a", "ĠHello", "", "日本語", "<|im_end|>"], None),     # tokens: strings, some not ASCII
-        ([0, 1, 2, 3, -4], vt.INT32),                            # token types
-        ([0.0, -1.5, 3.25e-7], vt.FLOAT32),                      # scores
-        ([1, 2, 3], None),                                        # no stated type: the library's own path
-        ([True, False], vt.BOOL),
-    ]
-    for value, sub in cases:
-        for add_vtype in (True, False):
-            assert ours._pack_val(value, vt.ARRAY, add_vtype, sub) == theirs._pack_val(value, vt.ARRAY, add_vtype, sub)
+    for key, value in metadata.items():
+        if value is None or key == "general.architecture":
+            continue
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        elif isinstance(value, str):
+            writer.add_string(key, value)
+        elif key == "tokenizer.ggml.token_type":
+            writer.add_key_value(key, value, vt.ARRAY, sub_type=vt.INT32)
+        elif key == "tokenizer.ggml.scores":
+            writer.add_key_value(key, value, vt.ARRAY, sub_type=vt.FLOAT32)
+        else:
+            writer.add_array(key, value)
+    dtypes = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+    for name, shape, kind in tensors:
+        item = np.dtype(dtypes[kind])
+        writer.add_tensor_info(name, shape, item, int(np.prod(shape)) * item.itemsize,
+                               raw_dtype=gguf.GGMLQuantizationType.BF16 if kind == "BF16" else None)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.fout[0].write(b"\0" * (-writer.fout[0].tell() % writer.data_alignment))
+    writer.close()
+    return (tmp_path / "theirs.gguf").read_bytes()
+
+
+def test_gguf_head_is_the_bytes_the_gguf_library_writes(smollm2_hf_dir, tmp_path):
+    pytest.importorskip("gguf")
+    from localq.quantize import gguf_header
+
+    p = gguf_convert.plan(smollm2_hf_dir)
+    real = [(name, tuple(t.shape), gguf_convert.tensor_type(name, len(t.shape), "F16")) for name, t in p.tensors]
+    edge = {                                           # every kind of value, and what the file leaves out
+        "general.name": "日本語 model", "general.empty": "", "general.none": None, "x.flag": True, "x.off": False,
+        "x.count": 7, "x.eps": 1e-5, "x.strings": ["a", "ĠHello", "", "<|im_end|>"], "x.ints": [1, -2, 3],
+        "x.floats": [0.5, -1.25], "x.bools": [True, False], "x.none": [], "general.architecture": "ignored",
+        "tokenizer.ggml.token_type": [1, 3, 6], "tokenizer.ggml.scores": [0.0, -1.5, 3.25e-7],
+    }
+    bf16 = [("blk.0.attn_q.weight", (4, 3), "BF16"), ("blk.0.attn_norm.weight", (3,), "F32"),
+            ("token_embd.weight", (5, 7), "F16")]
+    for metadata, tensors in ((p.metadata, real), (edge, bf16)):
+        ours = gguf_header.head("llama", metadata, tensors)
+        assert ours == gguf_library_head("llama", metadata, tensors, tmp_path)
+        assert len(ours) % gguf_header.ALIGNMENT == 0
+    with pytest.raises(ValueError, match="mixes item types"):
+        gguf_header.head("llama", {"x.mixed": [1, "a"]}, [])
     import struct
 
-    with pytest.raises(struct.error):   # a number out of the stated type's range is refused, as the library does
-        ours._pack_val([2**40], vt.ARRAY, True, vt.INT32)
+    with pytest.raises(struct.error):   # a number out of its type's range is refused, as the library refuses it
+        gguf_header.head("llama", {"x.big": 2**40}, [])
 
 
 def test_tensor_names_without_a_counterpart_are_refused_by_name():

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from localq.errors import LocalqError
+
+if TYPE_CHECKING:  # numpy is imported where values are computed: a conversion that copies bits needs none
+    import numpy as np
 
 
 class UnsupportedArchitecture(LocalqError):
@@ -137,6 +139,12 @@ def rotary_to_gguf(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, half, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def rotary_order(rows: int, n_head: int) -> list[int]:
+    """For each row of llama.cpp's interleaved layout, in order, the HF row ``rotary_to_gguf`` takes it from."""
+    half = rows // n_head // 2
+    return [h * 2 * half + k * half + j for h in range(n_head) for j in range(half) for k in range(2)]
+
+
 def rotary_from_gguf(w: np.ndarray, n_head: int) -> np.ndarray:
     """The inverse of ``rotary_to_gguf``: interleaved pairs back to HF's two halves per head."""
     rows = w.shape[0]
@@ -166,6 +174,8 @@ def llama3_rope_factors(base: float, dim: int, factor: float, low: float, high: 
     longer than ``original_ctx / low`` are divided by ``factor``, and the band
     between is interpolated smoothly.
     """
+    import numpy as np
+
     freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
     wavelen = 2 * np.pi / freqs
     smooth = np.clip((original_ctx / wavelen - low) / (high - low), 0.0, 1.0)

@@ -1,4 +1,4 @@
-"""Hugging Face safetensors directory -> GGUF (F32, F16 or BF16), on the ``gguf`` package.
+"""Hugging Face safetensors directory -> GGUF (F32, F16 or BF16).
 
 What llama.cpp needs, as its loader reads it: the architecture's hyperparameters
 under ``{arch}.*``, the tokenizer (``hf_tokenizer.gguf_tokenizer``), tensors
@@ -11,8 +11,8 @@ The checks come first: the architecture (refused by name), the config and the
 tokenizer are read before any tensor, so a model localq cannot convert costs
 nothing. Then tensors are read from the shards one at a time through a memory
 map and written in order, so memory stays near the largest tensor however big
-the model. The GGUF is written under a temporary name beside the target and
-renamed when complete.
+the model. The GGUF (its head by ``gguf_header``) is written under a temporary
+name beside the target and renamed when complete.
 
 A tensor whose stored type is the one it gets in the GGUF, and that needs no
 rotary permutation, is copied file to file (``os.copy_file_range``: in the
@@ -27,16 +27,19 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from localq.errors import BadModelFile, LocalqError
-from localq.quantize import archs, safetensors_io
+from localq.quantize import archs, gguf_header, safetensors_io
 from localq.quantize.hf_tokenizer import gguf_tokenizer
+
+if TYPE_CHECKING:  # numpy is imported where values change: a lossless conversion needs none
+    import numpy as np
 
 OUT_TYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 FILE_TYPES = {"F32": 0, "F16": 1, "BF16": 32}  # general.file_type, llama.cpp's LLAMA_FTYPE_ALL_F32 / MOSTLY_F16 / MOSTLY_BF16
@@ -58,7 +61,7 @@ class Plan:
 
     @property
     def largest_tensor_bytes(self) -> int:
-        return max(int(np.prod(t.shape)) * 4 for _, t in self.tensors)
+        return max(math.prod(t.shape) * 4 for _, t in self.tensors)
 
 
 def read_config(hf_dir: Path) -> dict:
@@ -156,7 +159,7 @@ def plan(hf_dir: str | Path, out_type: str = "f16") -> Plan:
     meta[f"{arch.gguf}.vocab_size"] = len(meta["tokenizer.ggml.tokens"])
     shards = shard_files(hf_dir)
     stored = safetensors_io.list_tensors(shards)
-    meta["general.size_label"] = size_label(sum(int(np.prod(t.shape)) for t in stored if t.name != "lm_head.weight"
+    meta["general.size_label"] = size_label(sum(math.prod(t.shape) for t in stored if t.name != "lm_head.weight"
                                                 or not config.get("tie_word_embeddings")))
     tied = bool(config.get("tie_word_embeddings", False))
     names = {t.name for t in stored}
@@ -199,65 +202,6 @@ def _rope_freqs(plan_: Plan) -> np.ndarray | None:
     )
 
 
-def _add_metadata(writer, metadata: dict) -> None:
-    import gguf
-
-    for key, value in metadata.items():
-        if value is None or key == "general.architecture":
-            continue
-        if isinstance(value, bool):
-            writer.add_bool(key, value)
-        elif isinstance(value, int):
-            writer.add_uint32(key, value)
-        elif isinstance(value, float):
-            writer.add_float32(key, value)
-        elif isinstance(value, str):
-            writer.add_string(key, value)
-        elif key in ("tokenizer.ggml.token_type",):
-            writer.add_key_value(key, value, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.INT32)
-        elif key == "tokenizer.ggml.scores":
-            writer.add_key_value(key, value, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT32)
-        else:
-            writer.add_array(key, value)
-
-
-def _writer_class():
-    """``gguf.GGUFWriter`` with whole-array packing of metadata arrays.
-
-    The library packs an array item by item through its generic packer: for a
-    49k-token vocabulary and its merges that is about 150,000 calls, over a
-    second of a small model's conversion. Arrays of strings, or of numbers of
-    a stated type, are packed here in one pass to the same bytes (GGUF:
-    item type u32, count u64, then each string as u64 length + UTF-8, or the
-    numbers little-endian); anything else goes to the library's packer.
-    """
-    import struct
-
-    import gguf
-
-    vt = gguf.GGUFValueType
-
-    class Writer(gguf.GGUFWriter):
-        def _pack_val(self, val, vtype, add_vtype, sub_type=None):
-            if vtype != vt.ARRAY or not isinstance(val, (list, tuple)) or not val \
-                    or self.endianess != gguf.GGUFEndian.LITTLE:
-                return super()._pack_val(val, vtype, add_vtype, sub_type)
-            strings = all(isinstance(v, str) for v in val)
-            item = sub_type if sub_type is not None else (vt.STRING if strings else None)
-            fmt = self._simple_value_packing.get(item) if item is not None else None
-            if item == vt.STRING and strings:
-                encoded = [v.encode("utf-8") for v in val]
-                body = b"".join(struct.pack("<Q", len(e)) + e for e in encoded)
-            elif fmt is not None and fmt != "?":
-                body = struct.pack(f"<{len(val)}{fmt}", *val)
-            else:
-                return super()._pack_val(val, vtype, add_vtype, sub_type)
-            head = struct.pack("<I", vtype) if add_vtype else b""
-            return head + struct.pack("<IQ", item, len(val)) + body
-
-    return Writer
-
-
 def tensor_type(gguf_name: str, ndim: int, out_type: str) -> str:
     """The GGUF type of one tensor: vectors (norms, biases) stay F32."""
     return "F32" if ndim <= 1 else out_type
@@ -279,8 +223,6 @@ def convert(
     ``planned``: the ``plan(hf_dir, out_type)`` the caller already made (to refuse
     early), so the tokenizer is not read twice.
     """
-    import gguf
-
     p = planned if planned is not None else plan(hf_dir, out_type)
     out_path = Path(out_path)
     n_head = p.metadata[f"{p.arch.gguf}.attention.head_count"]
@@ -292,12 +234,16 @@ def convert(
         stem = gguf_name.split(".")[-2] if p.arch.permute_qk else None
         return n_head if stem == "attn_q" else n_head_kv if stem == "attn_k" else None
 
-    def values(gguf_name: str, stored: safetensors_io.StoredTensor) -> np.ndarray:
+    def data(gguf_name: str, stored: safetensors_io.StoredTensor) -> bytes | np.ndarray:
+        """A tensor's GGUF bytes, when they are not a plain copy of the stored ones."""
         kind = tensor_type(gguf_name, len(stored.shape), p.out_type)
         n = heads(gguf_name)
-        if stored.dtype == kind:  # at most permuted (as the stored bits: exact for any type), never cast
-            raw = stored.raw()
-            return np.ascontiguousarray(raw if n is None else archs.rotary_to_gguf(raw, n))
+        if stored.dtype == kind:  # the stored bits with rows permuted (exact for any type), never cast
+            row = stored.nbytes // stored.shape[0]
+            view = memoryview(stored.read_bytes())
+            return b"".join(view[i * row:(i + 1) * row] for i in archs.rotary_order(stored.shape[0], n))
+        import numpy as np
+
         w = stored.as_float32()
         if n is not None:
             w = archs.rotary_to_gguf(w, n)
@@ -305,53 +251,43 @@ def convert(
             return np.ascontiguousarray(w, dtype=np.float32)
         return safetensors_io.encode(w, kind)
 
-    writer = _writer_class()(None, p.arch.gguf)
-    _add_metadata(writer, p.metadata)
     entries: list[tuple[str, safetensors_io.StoredTensor | None]] = list(p.tensors)
     if rope_freqs is not None:
         entries.insert(0, ("rope_freqs.weight", None))
+    infos = []
     for gguf_name, stored in entries:
-        shape = stored.shape if stored is not None else rope_freqs.shape
-        kind = tensor_type(gguf_name, len(shape), p.out_type)
-        item = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[kind]
-        nbytes = int(np.prod(shape)) * np.dtype(item).itemsize
-        writer.add_tensor_info(gguf_name, shape, np.dtype(item), nbytes,
-                               raw_dtype=gguf.GGMLQuantizationType[kind] if kind == "BF16" else None)
+        shape = tuple(stored.shape if stored is not None else rope_freqs.shape)
+        infos.append((gguf_name, shape, tensor_type(gguf_name, len(shape), p.out_type)))
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
     try:
-        writer.write_header_to_file(tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        fout = writer.fout[0]
-        with _Copier() as copier:
+        with open(tmp, "wb") as fout, _Copier() as copier:
+            fout.write(gguf_header.head(p.arch.gguf, p.metadata, infos))
             for i, (gguf_name, stored) in enumerate(entries):
-                _pad(fout, writer.data_alignment)  # each tensor's data starts aligned, as the tensor infos say
+                _pad(fout)  # each tensor's data starts aligned, as the tensor infos say
                 if stored is None:
                     rope_freqs.tofile(fout)
                 elif stored.dtype == tensor_type(gguf_name, len(stored.shape), p.out_type) and heads(gguf_name) is None:
                     copier.copy(stored.path, stored.start, stored.nbytes, fout)
                 else:
-                    values(gguf_name, stored).tofile(fout)
+                    fout.write(data(gguf_name, stored))
                 if on_progress:
                     on_progress(i + 1, len(entries), gguf_name)
-        _pad(fout, writer.data_alignment)
-        fout.flush()
-        if durable:
-            os.fsync(fout.fileno())
-        writer.close()
+            _pad(fout)
+            fout.flush()
+            if durable:
+                os.fsync(fout.fileno())
         os.replace(tmp, out_path)
     except BaseException:
-        writer.close()
         tmp.unlink(missing_ok=True)
         raise
     return p
 
 
-def _pad(fout, alignment: int) -> None:
-    """Zeros up to the next multiple of ``alignment`` (GGUF's padding between tensors' data)."""
-    fout.write(b"\0" * (-fout.tell() % alignment))
+def _pad(fout) -> None:
+    """Zeros up to the next multiple of GGUF's alignment (its padding between tensors' data)."""
+    fout.write(b"\0" * (-fout.tell() % gguf_header.ALIGNMENT))
 
 
 class _Copier:

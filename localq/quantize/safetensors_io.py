@@ -10,28 +10,31 @@ in, so converting a model never holds more than one tensor in memory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from localq.errors import BadModelFile
 
-# safetensors dtype -> (numpy dtype of the stored bytes, bytes per element)
+if TYPE_CHECKING:  # numpy is imported where values are read: copying a tensor's bytes needs none
+    import numpy as np
+
+# safetensors dtype -> (numpy's name for the stored bytes, bytes per element)
 _DTYPES = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype("<u2"),  # numpy has no bfloat16: kept as its bit pattern
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("?"),
+    "F64": ("<f8", 8),
+    "F32": ("<f4", 4),
+    "F16": ("<f2", 2),
+    "BF16": ("<u2", 2),  # numpy has no bfloat16: kept as its bit pattern
+    "I64": ("<i8", 8),
+    "I32": ("<i4", 4),
+    "I16": ("<i2", 2),
+    "I8": ("i1", 1),
+    "U8": ("u1", 1),
+    "BOOL": ("?", 1),
 }
 
 
@@ -48,13 +51,24 @@ class StoredTensor:
 
     def raw(self) -> np.ndarray:
         """The stored values as numpy holds them (BF16 as uint16 bit patterns), memory-mapped."""
-        dt = _DTYPES[self.dtype]
-        count = int(np.prod(self.shape)) if self.shape else 1
-        mm = np.memmap(self.path, dtype=dt, mode="r", offset=self.start, shape=(count,))
+        import numpy as np
+
+        count = self.nbytes // _DTYPES[self.dtype][1]
+        mm = np.memmap(self.path, dtype=np.dtype(_DTYPES[self.dtype][0]), mode="r", offset=self.start, shape=(count,))
         return mm.reshape(self.shape)
+
+    def read_bytes(self) -> bytes:
+        """The stored bytes, read (for a tensor whose bits are kept, in another order)."""
+        with open(self.path, "rb") as f:
+            data = os.pread(f.fileno(), self.nbytes, self.start)
+        if len(data) != self.nbytes:
+            raise BadModelFile(f"{self.path.name} ends before its tensor data does", "download the shard again")
+        return data
 
     def as_float32(self) -> np.ndarray:
         """The values as float32 (BF16 widened exactly); F32 data is the read-only memory map itself, not a copy."""
+        import numpy as np
+
         data = self.raw()
         if self.dtype == "BF16":
             return (data.astype(np.uint32) << 16).view(np.float32)
@@ -96,6 +110,8 @@ def read_header(path: Path) -> list[StoredTensor]:
 
 def to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even, NaN kept NaN."""
+    import numpy as np
+
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     nan = np.isnan(x)
@@ -106,6 +122,8 @@ def to_bf16_bits(x: np.ndarray) -> np.ndarray:
 
 def encode(x: np.ndarray, dtype: str) -> np.ndarray:
     """float32 values as the stored array of ``dtype`` (F32, F16 or BF16)."""
+    import numpy as np
+
     if dtype == "F32":
         return np.ascontiguousarray(x, dtype="<f4")
     if dtype == "F16":
@@ -128,10 +146,12 @@ def write_streaming(
     order, so the header can be written first; each produced array must have
     exactly that shape and dtype's item size. The file is fsynced.
     """
+    import numpy as np
+
     header: dict = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
     for name, dtype, shape in specs:
-        nbytes = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype].itemsize if shape else _DTYPES[dtype].itemsize
+        nbytes = math.prod(shape) * _DTYPES[dtype][1]
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
@@ -141,7 +161,7 @@ def write_streaming(
         out.write(blob)
         for i, (name, dtype, shape) in enumerate(specs):
             arr = produce(name)
-            if tuple(arr.shape) != tuple(shape) or arr.dtype.itemsize != _DTYPES[dtype].itemsize:
+            if tuple(arr.shape) != tuple(shape) or arr.dtype.itemsize != _DTYPES[dtype][1]:
                 raise ValueError(f"{name}: produced {arr.dtype}{arr.shape}, header says {dtype}{shape}")
             out.write(np.ascontiguousarray(arr).tobytes())
             if on_tensor:
