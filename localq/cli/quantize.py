@@ -8,6 +8,8 @@ converters are imported inside the command so ``localq --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import click
@@ -36,7 +38,13 @@ def source_path(ref: str) -> Path:
 
 
 def _progress_bar(label: str):
-    """A rich progress bar for (done, total, what) callbacks; returns (context manager, callback)."""
+    """A rich progress bar for (done, total, what) callbacks; returns (context manager, callback).
+
+    Off a terminal there is no bar (rich would draw none, its bar being
+    transient), and rich is not imported: 0.03 s of a quantization's start.
+    """
+    if not sys.stdout.isatty():
+        return contextlib.nullcontext(), lambda done, total, what: None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
