@@ -284,29 +284,3 @@ def test_opening_the_index_does_not_import_numpy(tmp_home):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "LOCALQ_HOME": str(tmp_home)}).stdout.split()
     assert out == ["False", "1", "4.0"]   # and numpy imports as usual afterwards
-
-
-def test_hash_in_background_gives_each_files_sha256_and_reports_a_failed_read(tmp_path):
-    files = []
-    for i, size in enumerate((0, 1, blobs.CHUNK + 17)):  # empty, tiny, more than one chunk
-        f = tmp_path / f"f{i}"
-        f.write_bytes(os.urandom(size))
-        files.append(f)
-    assert blobs.HashInBackground(files).result() == {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
-    assert blobs.HashInBackground([]).result() == {}
-
-    with pytest.raises(FileNotFoundError) as missing:     # the error sha256_file would raise, with the path
-        blobs.HashInBackground([files[1], tmp_path / "gone"]).result()
-    assert missing.value.filename == str(tmp_path / "gone")
-
-
-def test_hash_in_background_whose_child_dies_hashes_in_this_process(tmp_path):
-    f = tmp_path / "f"
-    f.write_bytes(os.urandom(3 * blobs.CHUNK))
-    hashing = blobs.HashInBackground([f])
-    hashing._proc.kill()   # as an OOM killer or a user would
-    assert hashing.result() == {f: hashlib.sha256(f.read_bytes()).hexdigest()}
-
-    stopped = blobs.HashInBackground([f])
-    stopped.cancel()
-    assert stopped._proc.poll() is not None   # no child left hashing for nobody

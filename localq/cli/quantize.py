@@ -218,17 +218,13 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
     wanted = [t for group in (*targets, *more_targets) for t in group.replace(",", " ").split()]
     if gguf_quant.wants_llamacpp(wanted):
         gguf_quant.warm_up()   # the quantizer child loads llama.cpp while this process opens the index
-    src = None
     try:
         _prestart(source, wanted, threads, allow_requantize)
         from localq.cli.common import open_db
-        from localq.quantize.jobs import Options, quantize, resolve_source, source_at
+        from localq.quantize.jobs import Options, quantize, resolve_source
 
-        src = source_at(source, name)
-        if src is not None and gguf_quant.wants_llamacpp(wanted):
-            src.start_digest()  # while the index opens and the source is read: the hash needs neither
         db = open_db()
-        src = src or resolve_source(db, source, name)
+        src = resolve_source(db, source, name)
         progress, update = _progress_bar("quantizing")
         with progress:
             produced = quantize(db, src, wanted, Options(threads, allow_requantize, keep_intermediate,
@@ -238,8 +234,6 @@ def quantize_command(source, targets, group_size, awq, head, name, threads, allo
         raise gguf_quant.QuantizeInterrupted("quantization interrupted; nothing was kept") from None
     finally:
         gguf_quant.discard_spare()
-        if src is not None:
-            src.stop_digest()
     from localq.cli.render import print_json
 
     if as_json:

@@ -14,6 +14,7 @@ store as the ``f32`` / ``f16`` / ``bf16`` variant when asked.
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,35 +34,11 @@ class Source:
     model: str           # the model name results are stored under
     _digest: tuple[str, dict] | None = None
     temporary: bool = False  # a work directory made for a stored safetensors variant: removed when done
-    _hashing: object | None = field(default=None, repr=False, compare=False)  # a blobs.HashInBackground
-
-    def start_digest(self) -> None:
-        """Start hashing the source's files (GBs) in the background, if not done or started.
-
-        ``blobs.HashInBackground``: a child process at the lowest CPU priority,
-        taking what the work in front leaves idle (the command's own start, the
-        core a one-threaded conversion leaves free, the gaps between llama.cpp's
-        threads). At the usual priority beside a conversion it took a share of
-        the core the conversion and the quantizer's start needed: 0.35-0.5 s
-        more on 2 cores (``benchmarks/bench_quantize.py``'s HF case).
-        """
-        if self._digest is None and self._hashing is None:
-            from localq.store.blobs import HashInBackground
-
-            self._hashing = HashInBackground(output.files_to_hash(self.path))
 
     def digest(self) -> tuple[str, dict]:
-        """The source's sha256 and its files' (waiting for ``start_digest``'s hashes if it was called)."""
         if self._digest is None:
-            hashing, self._hashing = self._hashing, None
-            self._digest = output.source_digest(self.path, hashing.result() if hashing else None)
+            self._digest = output.source_digest(self.path)
         return self._digest
-
-    def stop_digest(self) -> None:
-        """Stop a background hash nobody will collect (the job failed or was refused)."""
-        hashing, self._hashing = self._hashing, None
-        if hashing is not None:
-            hashing.cancel()
 
 
 @dataclass
@@ -126,9 +103,10 @@ def maker_for(target: str) -> tuple[str, TargetMaker]:
     return "gguf", make_gguf
 
 
-def source_at(ref: str, name: str | None = None) -> Source | None:
-    """SOURCE when it is a path (an HF directory or a GGUF file), which needs no index; else None."""
+def resolve_source(db, ref: str, name: str | None = None) -> Source:
+    """SOURCE as given on the command line: an HF directory, a GGUF file, or an installed GGUF model."""
     from localq.importer import check_name, default_name
+    from localq.store.index import find
 
     path = Path(ref).expanduser()
     model = check_name(name) if name else None
@@ -138,22 +116,11 @@ def source_at(ref: str, name: str | None = None) -> Source | None:
         return Source(path, "hf", model or default_name(path))
     if path.is_file():
         return Source(path, "gguf", model or default_name(path))
-    return None
-
-
-def resolve_source(db, ref: str, name: str | None = None) -> Source:
-    """SOURCE as given on the command line: an HF directory, a GGUF file, or an installed GGUF model."""
-    from localq.importer import check_name
-    from localq.store.index import find
-
-    at = source_at(ref, name)
-    if at is not None:
-        return at
     found = find(db, ref)
     if not found:
         raise LocalqError(f"{ref!r} is neither a file, a directory nor an installed model",
                           "check the path, or see `localq ls`")
-    return source_of_variant(found[0], check_name(name) if name else None)
+    return source_of_variant(found[0], model)
 
 
 def source_of_variant(v, model: str | None = None) -> Source:
@@ -182,7 +149,6 @@ def quantize(db, source: Source, targets: list[str], options: Options,
             produced.extend(maker(db, source, names, options, on_progress))
         return produced
     finally:
-        source.stop_digest()
         if source.temporary:
             import shutil
 
@@ -200,6 +166,45 @@ def _log_path(model: str, qtype: str) -> Path:
     return get_paths().logs / f"quantize-{_file_stem(model)}-{qtype}-{stamp}.log"
 
 
+def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> threading.Thread:
+    """Start ``digests[key] = digest()`` in a thread at the lowest CPU priority; a failure lands in ``digests["error"]``.
+
+    The thread takes what the main work leaves idle: the core a one-threaded
+    conversion leaves free, then the gaps between llama.cpp's threads. At the
+    usual priority during a conversion it was slower on 2 cores, not faster:
+    the copy and the hash then contend for the same source pages, and a
+    conversion took 0.35-0.5 s more system time (``benchmarks/bench_quantize.py``).
+    """
+
+    def run() -> None:
+        _to_background()
+        try:
+            digests[key] = digest()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
+            digests["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _to_background() -> None:
+    """Lower the calling thread's CPU priority to the lowest, on Linux only (elsewhere it would be the process's).
+
+    A thread's nice value is its own on Linux; it can be raised by the process
+    itself, not lowered back, so it is done only in a thread whose work can
+    wait for the rest.
+    """
+    import os
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+
+
 def make_gguf(db, source: Source, qtypes: list[str], options: Options,
               on_progress: ProgressFn | None = None) -> list[Produced]:
     """llama.cpp types from a GGUF, or from an HF directory through a GGUF of its own float type."""
@@ -208,22 +213,28 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
 
     intermediate: Path | None = None
     notes: list[str] = []
-    source.start_digest()  # if the command has not already
+    # The source (a file or directory of GBs) is hashed in a low-priority thread, in what the
+    # conversion and llama.cpp leave idle.
+    digests: dict = {}
     if source.kind == "hf":
         from localq.quantize import gguf_convert  # numpy and the tokenizer readers: not needed for a GGUF source
 
         # the checkpoint's own float type, so nothing is rounded before llama.cpp quantizes
         planned = gguf_convert.lossless(gguf_convert.plan(source.path))  # refuses before any work
         kind = planned.out_type
-
+    source_hasher = _hash_in_thread(digests, "source", source.digest)
+    if source.kind == "hf":
 
         def convert(target: Path) -> None:
             gguf_convert.convert(source.path, target, kind.lower(), durable=options.keep_intermediate, planned=planned,
                                  on_progress=lambda d, n, w: on_progress and on_progress(kind, d, n, w))
 
         if options.keep_intermediate:
+            source_hasher.join()
+            if "error" in digests:
+                raise digests["error"]
             prov = output.provenance("localq quantize", f"gguf-py {output.package_version('gguf')}", source.path,
-                                     {"to": f"gguf-{kind.lower()}", "intermediate": True}, source.digest())
+                                     {"to": f"gguf-{kind.lower()}", "intermediate": True}, digests["source"])
             kept = output.make_into_store(db, convert, model=source.model, quant=kind.lower(),
                                           filename=f"{_file_stem(source.model)}-{kind}.gguf", prov=prov)
             intermediate = kept.main_path
@@ -247,6 +258,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
     else:
         gguf_path = source.path
     try:
+        hashers = [source_hasher]
         produced = []
         info = None
         for qtype in qtypes:
@@ -275,9 +287,13 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
             def make(target: Path, quantizer=quantizer, qtype=qtype, params=params, engine=engine, prov=prov,
                      box=box, source_type=info.file_type) -> None:
                 r = box["r"] = quantizer.run(lambda d, n, w: on_progress and on_progress(qtype, d, n, w))
+                for hasher in hashers:
+                    hasher.join()
+                if "error" in digests:
+                    raise digests["error"]
                 if intermediate is not None:
                     params["intermediate"] = made
-                prov.update(output.provenance("localq quantize", engine, source.path, params, source.digest()))
+                prov.update(output.provenance("localq quantize", engine, source.path, params, digests["source"]))
                 prov["source_type"] = source_type
                 prov["fallbacks"] = {f.tensor: f.used for f in r.fallbacks}
                 prov["bits_per_weight"] = r.bits_per_weight

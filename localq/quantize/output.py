@@ -29,32 +29,17 @@ SOURCE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "toke
                 "special_tokens_map.json", "chat_template.jinja", "model.safetensors.index.json")
 
 
-def files_to_hash(path: Path) -> list[Path]:
-    """The files ``source_digest`` hashes for a source (none for a stored blob: its name is its digest)."""
+def source_digest(path: Path) -> tuple[str, dict[str, str]]:
+    """The sha256 of a source file, or of a directory's manifest; with the per-file digests."""
     path = Path(path)
     if path.is_file():
-        return [] if _blob_digest(path) else [path]
-    names = sorted({*(n for n in SOURCE_FILES if (path / n).is_file()), *(p.name for p in path.glob("*.safetensors"))})
-    return [path / name for name in names]
-
-
-def _blob_digest(path: Path) -> str | None:
-    if path.name.startswith("sha256-") and path.parent == get_paths().blobs:
-        return path.name[len("sha256-"):]  # a blob's name is its digest
-    return None
-
-
-def source_digest(path: Path, known: dict[Path, str] | None = None) -> tuple[str, dict[str, str]]:
-    """The sha256 of a source file, or of a directory's manifest; with the per-file digests.
-
-    ``known``: digests of ``files_to_hash(path)`` already computed (``blobs.HashInBackground``).
-    """
-    path = Path(path)
-    known = known or {}
-    files = {f.name: known.get(f) or blobs.sha256_file(f) for f in files_to_hash(path)}
-    if path.is_file():
-        sha = _blob_digest(path) or files[path.name]
+        if path.name.startswith("sha256-") and path.parent == get_paths().blobs:
+            sha = path.name[len("sha256-"):]  # a blob's name is its digest
+        else:
+            sha = blobs.sha256_file(path)
         return sha, {path.name: sha}
+    names = sorted({*(n for n in SOURCE_FILES if (path / n).is_file()), *(p.name for p in path.glob("*.safetensors"))})
+    files = {name: blobs.sha256_file(path / name) for name in names}
     manifest = "".join(f"{sha}  {name}\n" for name, sha in files.items())
     return hashlib.sha256(manifest.encode()).hexdigest(), files
 

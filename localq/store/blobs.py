@@ -59,57 +59,6 @@ def sha256_file(path: Path, on_progress: ProgressFn | None = None) -> str:
     return digest.hexdigest()
 
 
-class HashInBackground:
-    """The sha256 of files, computed by a child process at the lowest CPU priority (``hash_worker``).
-
-    For a source of GBs hashed while the work it belongs to goes on: it takes
-    what that work leaves idle. A child process, not a thread of low priority:
-    such a thread holds the GIL for a moment between two chunks, and when the
-    system pauses it then (it is the one to pause), the threads of the
-    process that wait for the GIL wait for it too. On 2 cores that stalled a
-    conversion by 0.1-0.4 s. ``result`` waits for the hashes; a failed read
-    raises as ``sha256_file`` would; a child that ends otherwise (killed, or
-    Python unable to start it) is replaced by hashing here.
-    """
-
-    def __init__(self, paths: list[Path]):
-        import subprocess
-        import sys
-
-        self.paths = [Path(p) for p in paths]
-        self._proc = subprocess.Popen([sys.executable, "-m", "localq.store.hash_worker", *map(str, self.paths)],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      text=True) if self.paths else None
-
-    def result(self) -> dict[Path, str]:
-        """Each file's hex sha256, once the child has hashed them all."""
-        import json
-
-        if self._proc is None:
-            return {}
-        out, _ = self._proc.communicate()
-        try:
-            answer = json.loads(out.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            answer = {}
-        if "sha256" in answer:
-            return {Path(p): sha for p, sha in answer["sha256"].items()}
-        if "error" in answer:
-            failed = answer["error"]
-            if failed.get("errno") == errno.EACCES:
-                raise BadModelFile(f"cannot read {failed['path']}: permission denied", "check the file's permissions")
-            if failed.get("errno"):
-                raise OSError(failed["errno"], os.strerror(failed["errno"]), failed["path"])
-            raise BadModelFile(failed.get("message") or f"cannot read {failed['path']}")
-        return {path: sha256_file(path) for path in self.paths}  # the child did not answer: hash here
-
-    def cancel(self) -> None:
-        """Stop the child if it still runs (nobody will read its answer)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-
-
 def storage_error(exc: OSError, what: str, needed: int | None = None) -> StoreError:
     """A user-facing error for a failed write into the store."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
