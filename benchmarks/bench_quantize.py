@@ -29,7 +29,11 @@ float32) and localq's F16 GGUF of that.
 
    Each runs as its own process; rounds alternate the order; the best round of
    each is compared, and each one's peak resident memory (its process tree's
-   largest process) is printed.
+   largest process) is printed. localq's modules are compiled to bytecode
+   first, as pip compiles an installed package's (llama-cpp-python's are): an
+   editable install under ``PYTHONDONTWRITEBYTECODE=1`` would otherwise compile
+   every module it imports in every process, 0.06-0.08 s the reference does
+   not spend.
 2. ``localq eval``'s tokens/s (chunks of 512, logits of the second half, the
    scoring included) against ``localq bench``'s prompt tokens/s on the same
    Q4_K_M, in this process, same threads. A round is one ``evaluate`` with three
@@ -291,8 +295,13 @@ def main() -> None:
                         help="llama.cpp's convert_hf_to_gguf.py, to time llama.cpp's own HF -> Q4_K_M pipeline too")
     args = parser.parse_args()
 
+    import compileall
+
+    import localq
     from localq.quantize.gguf_convert import convert
     from localq.quantize.gguf_export import gguf_to_hf
+
+    compileall.compile_dir(Path(localq.__file__).parent, quiet=1)  # as pip compiles an installed package
 
     work = Path(tempfile.mkdtemp(prefix="bench-quantize-"))
     try:
