@@ -201,3 +201,19 @@ def test_a_source_of_another_vocabulary_is_one_line(tmp_home, smollm2_hf_dir, tm
     [line] = result.output.strip().splitlines()
     assert line == ("error: other.gguf has another vocabulary than smollm2:135m-q4_1 "
                     "(compare a quant with the model it was made from)")
+
+
+def test_eval_against_an_hf_directory_compares_with_its_exact_values(tmp_home, smollm2_hf_dir, smollm2_f16_gguf, tmp_path):
+    from localq.paths import get_paths
+    from localq.quantize import gguf_convert
+
+    exact = tmp_path / "exact.gguf"   # the checkpoint's own type (F32 here): what --against HF_DIR must compare with
+    gguf_convert.convert(smollm2_hf_dir, exact, gguf_convert.lossless(gguf_convert.plan(smollm2_hf_dir)).out_type.lower())
+    args = ("--ctx", "64", "--chunks", "2", "--threads", "2", "--json")
+    against_dir = json.loads(run("eval", str(smollm2_f16_gguf), "--against", str(smollm2_hf_dir), *args).output)
+    against_exact = json.loads(run("eval", str(smollm2_f16_gguf), "--against", str(exact), *args).output)
+    assert against_dir["source_perplexity"] == pytest.approx(against_exact["source_perplexity"], rel=1e-9)
+    assert against_dir["kl_divergence"] == pytest.approx(against_exact["kl_divergence"], rel=1e-6, abs=1e-12)
+    assert against_dir["kl_divergence"] > 0    # the F16 model is not its own reference: F16 rounds the F32 values
+    work = get_paths().data / "work"   # the conversion made for the comparison is gone
+    assert not work.exists() or not any(work.iterdir())

@@ -275,8 +275,9 @@ def _gguf_to_evaluate(db, ref: str):
 @click.command("eval")
 @click.argument("model")
 @click.option("--against", "against", metavar="SOURCE",
-              help="The unquantized model (installed, a GGUF file, or a Hugging Face directory): adds its perplexity, "
-                   "the mean KL divergence from it and the top-1 agreement with it, on the same tokens.")
+              help="The unquantized model (installed, a GGUF file, or a Hugging Face directory, compared in its own "
+                   "float type): adds its perplexity, the mean KL divergence from it and the top-1 agreement with it, "
+                   "on the same tokens.")
 @click.option("--text", "text_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="UTF-8 text to measure on. Default: the values of the standard library's "
                    "pydoc_data.topics.topics in sorted key order, joined by a blank line (present offline on "
@@ -294,7 +295,6 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
     Results of an installed MODEL are stored and shown by `localq ls`, `localq show`, the app, and used
     by `localq recommend` in place of the published tables.
     """
-    import hashlib
 
     from localq.cli.common import open_db
     from localq.cli.render import print_json
@@ -326,11 +326,13 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
 
             source_digest = output.source_digest(source_path)[0] if source_path is not None else None
             source_path_used = source_path
-        elif source_path is not None and source_path.is_dir():  # an HF directory: measure its F16 conversion
+        elif source_path is not None and source_path.is_dir():
+            # an HF directory: compared as a GGUF of its own float type, so the reference is its exact values
             from localq.quantize import gguf_convert, output
 
+            planned = gguf_convert.lossless(gguf_convert.plan(source_path))
             temp_source = output.work_path(".gguf")
-            gguf_convert.convert(source_path, temp_source, "f16")
+            gguf_convert.convert(source_path, temp_source, planned.out_type.lower(), planned=planned, durable=False)
             source_digest = output.source_digest(source_path)[0]
             source_path_used = temp_source
         else:
@@ -353,8 +355,10 @@ def eval_command(model, against, text_file, ctx, chunks, threads, no_save, as_js
         from localq.store.evaluations import record
 
         if source_path is not None and source_digest is None:
+            from localq.store.blobs import sha256_file
+
             source_digest = (source_variant.files[0].sha256 if source_variant is not None
-                             else hashlib.sha256(source_path.read_bytes()).hexdigest())
+                             else sha256_file(source_path))  # in chunks: a source GGUF may be larger than memory
         src = {"ref": source_variant.ref if source_variant else str(source_path), "sha256": source_digest} if against else None
         record(db, variant.id, result, src)
         stored = True
