@@ -51,13 +51,26 @@ def _item_type(value) -> int:
     raise ValueError(f"no GGUF type for a metadata array item of type {type(value).__name__}")
 
 
+def _strings(key: str, values: list | tuple) -> bytes:
+    """An array of strings' items: each one's u64 byte length, then its UTF-8 (a vocabulary: 50k-250k of them)."""
+    try:
+        encoded = [v.encode("utf-8") for v in values]
+    except AttributeError:
+        raise ValueError(f"metadata array {key} mixes item types") from None
+    lengths = struct.pack(f"<{len(encoded)}Q", *map(len, encoded))
+    parts: list[bytes] = [b""] * (2 * len(encoded))
+    parts[0::2] = [lengths[i:i + 8] for i in range(0, len(lengths), 8)]
+    parts[1::2] = encoded
+    return b"".join(parts)
+
+
 def _array(key: str, values: list | tuple) -> bytes:
     item = ARRAY_TYPES.get(key) or _item_type(values[0])
-    if key not in ARRAY_TYPES and any(_item_type(v) != item for v in values):
-        raise ValueError(f"metadata array {key} mixes item types")
     if item == STRING:
-        body = b"".join(_string(v) for v in values)
+        body = _strings(key, values)
     else:
+        if key not in ARRAY_TYPES and any(_item_type(v) != item for v in values):
+            raise ValueError(f"metadata array {key} mixes item types")
         body = struct.pack(f"<{len(values)}{_NUMBER_FORMATS[item]}", *values)
     return struct.pack("<IIQ", ARRAY, item, len(values)) + body
 

@@ -172,8 +172,9 @@ def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> th
     The thread takes what the main work leaves idle: the core a one-threaded
     conversion leaves free, then the gaps between llama.cpp's threads. At the
     usual priority during a conversion it was slower on 2 cores, not faster:
-    the copy and the hash then contend for the same source pages, and a
-    conversion took 0.35-0.5 s more system time (``benchmarks/bench_quantize.py``).
+    it took a share of the cores the conversion and the quantizer's start
+    needed (an HF directory's quantization took 0.4 s longer in 5 alternating
+    runs, with 0.35-0.5 s more system time).
     """
 
     def run() -> None:
@@ -234,7 +235,7 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
     # conversion and llama.cpp leave idle.
     digests: dict = {}
     if source.kind == "hf":
-        from localq.quantize import gguf_convert  # numpy and the tokenizer readers: not needed for a GGUF source
+        from localq.quantize import gguf_convert  # the tokenizer readers: not needed for a GGUF source
 
         # the checkpoint's own float type, so nothing is rounded before llama.cpp quantizes
         planned = gguf_convert.lossless(gguf_convert.plan(source.path))  # refuses before any work
