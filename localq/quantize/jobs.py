@@ -13,9 +13,11 @@ store as the ``f32`` / ``f16`` / ``bf16`` variant when asked.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from localq.errors import LocalqError
 from localq.quantize import output
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, what)
+T = TypeVar("T")
 
 
 @dataclass
@@ -166,27 +169,36 @@ def _log_path(model: str, qtype: str) -> Path:
     return get_paths().logs / f"quantize-{_file_stem(model)}-{qtype}-{stamp}.log"
 
 
-def _hash_in_thread(digests: dict, key: str, digest: Callable[[], object]) -> threading.Thread:
-    """Start ``digests[key] = digest()`` in a thread at the lowest CPU priority; a failure lands in ``digests["error"]``.
+def _in_background(work: Callable[[], T]) -> Callable[[], T]:
+    """Start ``work()`` in a thread at the lowest CPU priority; the returned function waits for its result.
 
-    The thread takes what the main work leaves idle: the core a one-threaded
-    conversion leaves free, then the gaps between llama.cpp's threads. At the
-    usual priority during a conversion it was slower on 2 cores, not faster:
-    it took a share of the cores the conversion and the quantizer's start
-    needed (an HF directory's quantization took 0.4 s longer in 5 alternating
-    runs, with 0.35-0.5 s more system time).
+    The work raises in the caller's thread, when waited for. The thread takes
+    what the main work leaves idle: the core a one-threaded conversion leaves
+    free, then the gaps between llama.cpp's threads. At the usual priority, a
+    source's hash during a conversion was slower on 2 cores, not faster: it
+    took a share of the cores the conversion and the quantizer's start needed
+    (an HF directory's quantization took 0.4 s longer in 5 alternating runs,
+    with 0.35-0.5 s more system time).
     """
+    box: dict = {}
 
     def run() -> None:
         _to_background()
         try:
-            digests[key] = digest()
-        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread, after the join
-            digests["error"] = exc
+            box["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - raised again by wait(), in the caller's thread
+            box["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    return thread
+
+    def wait() -> T:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return wait
 
 
 def _to_background() -> None:
@@ -206,23 +218,6 @@ def _to_background() -> None:
             pass
 
 
-def _remove_in_thread(path: Path) -> threading.Thread:
-    """Unlink ``path`` in a thread: the kernel takes 0.03-0.05 s to free a GB file, which the result's hash covers.
-
-    A failure is left to the caller's own ``unlink`` after the join.
-    """
-
-    def remove() -> None:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=remove, daemon=True)
-    thread.start()
-    return thread
-
-
 def make_gguf(db, source: Source, qtypes: list[str], options: Options,
               on_progress: ProgressFn | None = None) -> list[Produced]:
     """llama.cpp types from a GGUF, or from an HF directory through a GGUF of its own float type."""
@@ -231,16 +226,13 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
 
     intermediate: Path | None = None
     notes: list[str] = []
-    # The source (a file or directory of GBs) is hashed in a low-priority thread, in what the
-    # conversion and llama.cpp leave idle.
-    digests: dict = {}
     if source.kind == "hf":
         from localq.quantize import gguf_convert  # the tokenizer readers: not needed for a GGUF source
 
         # the checkpoint's own float type, so nothing is rounded before llama.cpp quantizes
         planned = gguf_convert.lossless(gguf_convert.plan(source.path))  # refuses before any work
         kind = planned.out_type
-    source_hasher = _hash_in_thread(digests, "source", source.digest)
+    source_digest = _in_background(source.digest)  # GBs, hashed in what the conversion and llama.cpp leave idle
     if source.kind == "hf":
 
         def convert(target: Path) -> None:
@@ -248,11 +240,8 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
                                  on_progress=lambda d, n, w: on_progress and on_progress(kind, d, n, w))
 
         if options.keep_intermediate:
-            source_hasher.join()
-            if "error" in digests:
-                raise digests["error"]
             prov = output.provenance("localq quantize", f"gguf-py {output.package_version('gguf')}", source.path,
-                                     {"to": f"gguf-{kind.lower()}", "intermediate": True}, digests["source"])
+                                     {"to": f"gguf-{kind.lower()}", "intermediate": True}, source_digest())
             kept = output.make_into_store(db, convert, model=source.model, quant=kind.lower(),
                                           filename=f"{_file_stem(source.model)}-{kind}.gguf", prov=prov)
             intermediate = kept.main_path
@@ -275,9 +264,8 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
         gguf_path = intermediate
     else:
         gguf_path = source.path
-    removing: list[threading.Thread] = []
+    removing: list[Callable[[], None]] = []  # the intermediate's removal, once the last quantizer is done
     try:
-        hashers = [source_hasher]
         produced = []
         info = None
         for qtype in qtypes:
@@ -307,14 +295,11 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
                      box=box, source_type=info.file_type) -> None:
                 r = box["r"] = quantizer.run(lambda d, n, w: on_progress and on_progress(qtype, d, n, w))
                 if qtype == qtypes[-1] and intermediate is not None and not options.keep_intermediate:
-                    removing.append(_remove_in_thread(intermediate))  # while the result is hashed
-                for hasher in hashers:
-                    hasher.join()
-                if "error" in digests:
-                    raise digests["error"]
+                    # while the result is hashed: the kernel takes 0.03-0.05 s to free a GB file
+                    removing.append(_in_background(lambda: intermediate.unlink(missing_ok=True)))
                 if intermediate is not None:
                     params["intermediate"] = made
-                prov.update(output.provenance("localq quantize", engine, source.path, params, digests["source"]))
+                prov.update(output.provenance("localq quantize", engine, source.path, params, source_digest()))
                 prov["source_type"] = source_type
                 prov["fallbacks"] = {f.tensor: f.used for f in r.fallbacks}
                 prov["bits_per_weight"] = r.bits_per_weight
@@ -327,7 +312,8 @@ def make_gguf(db, source: Source, qtypes: list[str], options: Options,
                                      r.bits_per_weight))
         return produced
     finally:
-        for thread in removing:
-            thread.join()
+        for wait in removing:
+            with contextlib.suppress(OSError):  # the unlink below says why
+                wait()
         if intermediate is not None and not options.keep_intermediate:
             intermediate.unlink(missing_ok=True)
