@@ -194,6 +194,21 @@ def test_truncated_shard_is_refused_and_leaves_nothing(smollm2_hf_dir, tmp_path,
     assert not get_paths().blobs.exists() or not list(get_paths().blobs.iterdir())
 
 
+def test_a_shard_cut_after_its_header_was_read_is_an_error_not_short_data(tmp_path):
+    from localq.errors import BadModelFile
+
+    shard = tmp_path / "model.safetensors"
+    write_streaming(shard, [("w", "F32", (4, 8))], lambda name: np.arange(32, dtype=np.float32).reshape(4, 8))
+    (stored,) = read_header(shard)
+    assert np.frombuffer(stored.read_bytes(), dtype="<f4").tolist() == list(range(32))
+    with open(shard, "r+b") as f:       # cut short while the conversion runs (a disk or a copy going away)
+        f.truncate(stored.start + stored.nbytes - 1)
+    with pytest.raises(BadModelFile) as err:
+        stored.read_bytes()
+    assert "model.safetensors ends before its tensor data does" in err.value.one_line()
+    assert "download the shard again" in err.value.one_line()
+
+
 def test_unknown_target_type_is_a_usage_error(smollm2_hf_dir):
     result = run("convert", str(smollm2_hf_dir), "--to", "gguf-q4")
     assert result.exit_code == 2 and "gguf-q4" in result.output

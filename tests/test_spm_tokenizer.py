@@ -183,6 +183,5 @@ def test_a_tokenizer_model_localq_cannot_write_is_refused_by_name():
 
     with pytest.raises(UnsupportedTokenizer) as err:
         tokenizer_files({"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["[CLS]", "a"]})
-    print(err.value.one_line())
     assert "GGUF tokenizer model 'bert'" in str(err.value)
     assert "BPE (gpt2) and SentencePiece (llama)" in err.value.one_line()

@@ -17,6 +17,7 @@ bytes are the writer's for the same metadata and tensors.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterable
 
@@ -114,9 +115,6 @@ def head(architecture: str, metadata: dict, tensors: Iterable[tuple[str, tuple[i
         type_id, itemsize = TENSOR_TYPES[kind]
         dims = tuple(reversed(shape))
         infos.append(_string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, type_id, offset))
-        count = 1
-        for d in shape:
-            count *= d
-        offset += padded(count * itemsize)
+        offset += padded(math.prod(shape) * itemsize)
     out = b"GGUF" + struct.pack("<IQQ", VERSION, len(infos), len(entries)) + b"".join(entries) + b"".join(infos)
     return out + b"\0" * (padded(len(out)) - len(out))
